@@ -1,5 +1,5 @@
-//! The GCS configuration: listeners, TLS identity, token keys, revocation bus and session
-//! tunables, read from TOML and `--set` overrides (`service_runtime::config`).
+//! The GCS configuration: listeners, TLS identity, token keys, Redis, the database, login and
+//! matchmaker addresses, session and chat tunables, read from TOML and `--set` overrides (`service_runtime::config`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use service_runtime::telemetry::LogConfig;
 
+use crate::hub::HubConfig;
 use crate::session::SessionConfig;
 
 /// Everything `gcs::run` needs.
@@ -32,6 +33,25 @@ pub struct GcsConfig {
     /// Capacity of the transports' shared event channel.
     pub event_capacity: usize,
     pub session: SessionConfig,
+    /// Chat, room and presence limits.
+    pub hub: HubConfig,
+    /// This node's id: where the matchmaker and other nodes send what is for its users. Empty:
+    /// a random one per start.
+    pub node_id: String,
+    /// The database for chat history and the events outbox (`sqlite://…` or `postgres://…`).
+    pub database_url: String,
+    /// Login's base URL for friend lists and blocks (`http://127.0.0.1:8080`); empty: no friends.
+    pub login_url: String,
+    /// The matchmaker's service link address (`127.0.0.1:7400`); empty: queueing is unavailable.
+    pub matchmaker_addr: String,
+    /// The cluster's service token (service links and login's internal API).
+    pub service_token: String,
+    /// How long a node's users stay in the Redis directory without a refresh (node death).
+    pub directory_ttl_ms: u64,
+    /// How long chat history is kept.
+    pub chat_retention_days: u32,
+    /// Where `user_login` and the other events go (the outbox's relay).
+    pub events: outbox::EventsConfig,
     pub log: LogConfig,
 }
 
@@ -48,6 +68,15 @@ impl Default for GcsConfig {
             redis_prefix: "tavern:".into(),
             event_capacity: 65_536,
             session: SessionConfig::default(),
+            hub: HubConfig::default(),
+            node_id: String::new(),
+            database_url: "sqlite://./data/tavern.db".into(),
+            login_url: String::new(),
+            matchmaker_addr: String::new(),
+            service_token: String::new(),
+            directory_ttl_ms: 10_000,
+            chat_retention_days: 30,
+            events: outbox::EventsConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -274,6 +274,21 @@ impl SessionCore {
         self.close_revoked(users, now_ms)
     }
 
+    /// `user` logged in on another node: their session here ends and its link is closed with
+    /// `SessionReplaced`, as for a second login on this node.
+    pub fn replaced_elsewhere(&mut self, user: Uuid, _now_ms: i64) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Some(link) = self.sessions.get(&user).and_then(|s| s.link) {
+            self.stats.replaced += 1;
+            let code = ErrorCode::SessionReplaced;
+            out.push(Action::Send { link, message: closing_error(0, code, code.message()) });
+            out.push(Action::Close { link, code: code.code() });
+            self.links.remove(&link);
+        }
+        self.end_session(user, &mut out);
+        out
+    }
+
     /// Re-checks every session against the revocation cache (after the driver missed some
     /// revocations because its subscription lagged).
     pub fn recheck_revocations(&mut self, now_ms: i64) -> Vec<Action> {

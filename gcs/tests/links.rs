@@ -6,20 +6,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use bytes::Bytes;
 use gcs::{GcsConfig, GcsServer, SessionConfig};
 use migrations::testing::TestDb;
-use protocol::tavern::{ClientBodyT, ClientMessageT, HelloT, PingT, PongT, ServerBodyT, ServerMessageT, WelcomeT};
+use protocol::tavern::{ClientMessageT, PongT, ServerBodyT, ServerMessageT, WelcomeT};
 use protocol::{Codec, ErrorCode, Limits, PROTOCOL_VERSION, build};
 use token_service::{InProcessRevocations, Keyring, TokenConfig, Tokens};
 use tokio_util::sync::CancellationToken;
 use transport::{
-    ClientEvent, ClientTrust, CloseReason, Delivery, EnetClient, EnetClientConfig, ServerIdentity, WsClient,
+    ClientEvent, ClientTrust, CloseReason, EnetClient, EnetClientConfig, ServerIdentity, WsClient,
 };
 use uuid::Uuid;
 
-/// Every wait in these tests is bounded by this.
-const WAIT: Duration = Duration::from_secs(10);
+mod support;
+use support::{Client, WAIT, hello, ping, welcome, within};
 
 /// A GCS on loopback with the token machinery to mint tokens for it.
 struct Fixture {
@@ -45,7 +44,10 @@ impl Fixture {
         };
         let shutdown = CancellationToken::new();
         let registry = prometheus::Registry::new();
-        let server = GcsServer::start(&config, identity.clone(), tokens.session_verifier(), &registry, shutdown.clone()).await?;
+        let backends = support::alone(&db.db, "gcs-links")?;
+        let server =
+            GcsServer::start(&config, identity.clone(), tokens.session_verifier(), backends, None, &registry, shutdown.clone())
+                .await?;
         Ok(Fixture { server, tokens, identity, shutdown, db, registry })
     }
 
@@ -86,7 +88,7 @@ impl Fixture {
     /// Waits until the server holds `n` detached sessions.
     async fn detached(&self, n: usize) -> Result<()> {
         let deadline = Instant::now() + WAIT;
-        while self.server.handle().stats().await?.detached_sessions != n {
+        while self.server.handle().stats().await?.0.detached_sessions != n {
             if Instant::now() > deadline {
                 bail!("never reached {n} detached sessions");
             }
@@ -96,101 +98,9 @@ impl Fixture {
     }
 }
 
-/// One client link of either kind.
-enum Client {
-    Enet(EnetClient),
-    Ws(WsClient),
-}
-
-impl Client {
-    fn send_raw(&mut self, data: Vec<u8>) -> Result<()> {
-        let data = Bytes::from(data);
-        match self {
-            Client::Enet(c) => c.send(data, Delivery::Reliable)?,
-            Client::Ws(c) => c.send(data, Delivery::Reliable)?,
-        }
-        Ok(())
-    }
-
-    fn send(&mut self, message: &ClientMessageT) -> Result<()> {
-        let bytes = Codec::new(Limits::default()).encode(message)?;
-        self.send_raw(bytes)
-    }
-
-    async fn event(&mut self) -> Result<ClientEvent> {
-        let event = match self {
-            Client::Enet(c) => within(c.recv()).await?,
-            Client::Ws(c) => within(c.recv()).await?,
-        };
-        event.context("client events ended")
-    }
-
-    async fn recv(&mut self) -> Result<ServerMessageT> {
-        match self.event().await? {
-            ClientEvent::Message { data, .. } => Ok(Codec::new(Limits::default()).decode_server(&data)?),
-            ClientEvent::Closed(reason) => bail!("expected a message, the link closed: {reason:?}"),
-        }
-    }
-
-    /// Expects `Error { code, closes_link }` and then the link closing with `code`.
-    async fn refused(&mut self, code: ErrorCode) -> Result<()> {
-        let message = self.recv().await?;
-        let error = message.body.as_error().with_context(|| format!("expected an error, got {message:?}"))?;
-        assert_eq!((error.code, error.closes_link), (code.code(), true), "{error:?}");
-        self.closed(code).await
-    }
-
-    /// Skips messages until the link closes, and checks the close code.
-    async fn closed(&mut self, code: ErrorCode) -> Result<()> {
-        for _ in 0..10_000 {
-            if let ClientEvent::Closed(reason) = self.event().await? {
-                assert_eq!(reason, CloseReason::Remote { code: code.code() });
-                return Ok(());
-            }
-        }
-        bail!("the link never closed")
-    }
-
-    async fn hello(&mut self, token: &str) -> Result<WelcomeT> {
-        self.send(&hello(PROTOCOL_VERSION, Some(token), None))?;
-        welcome(self.recv().await?)
-    }
-
-    async fn ping(&mut self, cid: u32) -> Result<PongT> {
-        self.send(&ping(cid, i64::from(cid)))?;
-        let message = self.recv().await?;
-        assert_eq!(message.cid, cid);
-        Ok(message.body.as_pong().with_context(|| format!("expected a pong, got {message:?}"))?.clone())
-    }
-}
-
-fn hello(version: u16, token: Option<&str>, resume: Option<&str>) -> ClientMessageT {
-    let hello = build!(HelloT {
-        protocol_version: version,
-        token: token.map(str::to_owned),
-        resume_token: resume.map(str::to_owned),
-    });
-    ClientMessageT::request(1, ClientBodyT::Hello(Box::new(hello)))
-}
-
-fn ping(cid: u32, client_time_ms: i64) -> ClientMessageT {
-    ClientMessageT::request(cid, ClientBodyT::Ping(Box::new(build!(PingT { client_time_ms }))))
-}
-
-fn welcome(message: ServerMessageT) -> Result<WelcomeT> {
-    match message.body {
-        ServerBodyT::Welcome(w) => Ok(*w),
-        other => bail!("expected welcome, got {other:?}"),
-    }
-}
-
 /// A push that carries a sequence number (a `Pong` with `client_time_ms = n`).
 fn numbered_push(n: i64) -> ServerMessageT {
     ServerMessageT::push(ServerBodyT::Pong(Box::new(build!(PongT { client_time_ms: n }))))
-}
-
-async fn within<F: std::future::Future>(f: F) -> Result<F::Output> {
-    tokio::time::timeout(WAIT, f).await.context("timed out")
 }
 
 #[tokio::test]

@@ -41,6 +41,42 @@ struct Harness {
     metrics: InstanceMetrics,
     identity: ServerIdentity,
     shutdown: CancellationToken,
+    events: Events,
+}
+
+/// The host's events outbox on a SQLite file of its own, and a relay into an in-process log.
+struct Events {
+    outbox: outbox::Outbox,
+    log: outbox::InProcessLog,
+    path: std::path::PathBuf,
+    relay: CancellationToken,
+}
+
+impl Events {
+    async fn start() -> Result<Events> {
+        let path = std::env::temp_dir().join(format!("tavern-instance-events-{}.db", Uuid::new_v4().simple()));
+        let url = format!("sqlite://{}", path.display());
+        let db = migrations::Db::open(&url, &migrations::PoolConfig::default()).await?;
+        let outbox = outbox::Outbox::new(db, "instance-server");
+        let log = outbox::InProcessLog::default();
+        let relay = CancellationToken::new();
+        let config = outbox::RelayConfig { poll_interval: Duration::from_millis(50), ..Default::default() };
+        let metrics = outbox::OutboxMetrics::unregistered("instance-server");
+        let sink = outbox::Sink::InProcessLog(log.clone());
+        outbox::Relay::spawn_with(outbox.clone(), sink, config, metrics, relay.clone());
+        Ok(Events { outbox, log, path, relay })
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.relay.cancel();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// Settings for tests: generous rate limits (bots answer instantly), short linger and backoff.
@@ -66,7 +102,8 @@ impl Harness {
         let reporter = Arc::new(reporter);
         let shutdown = CancellationToken::new();
         let metrics = InstanceMetrics::unregistered();
-        let host = InstanceHost::start(
+        let events = Events::start().await?;
+        let host = InstanceHost::start_with_outbox(
             HostConfig {
                 instance_id: INSTANCE.into(),
                 udp_bind: "127.0.0.1:0".parse()?,
@@ -82,10 +119,11 @@ impl Harness {
             CATALOG.clone(),
             reporter.clone(),
             metrics.clone(),
+            events.outbox.clone(),
             shutdown.clone(),
         )
         .await?;
-        Ok(Harness { host, issuer, reporter, metrics, identity, shutdown })
+        Ok(Harness { host, issuer, reporter, metrics, identity, shutdown, events })
     }
 
     /// Creates a match between two fresh users with starter decks; returns its players.
@@ -521,6 +559,10 @@ async fn hostile_input_is_refused_and_the_match_goes_on() -> Result<()> {
         ensure!(active.view.result.is_none(), "the game ended before the test could start");
     }
     ensure!(active.view.my_turn() && !active.view.opponent.board.is_empty());
+    // The set-up play spent part of each link's budget (burst 60, 50/s), more of it the faster
+    // the machine; let both buckets fill up again so every refusal below is the one under test
+    // and not a rate limit.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let enemy_unit = active.view.opponent.board[0].id;
     let enemy = active.view.opponent.seat;
     let me = active.view.viewer;
@@ -654,5 +696,59 @@ async fn an_oversize_frame_closes_only_the_sender_link() -> Result<()> {
     a.client.closed().await?;
     b.refresh().await?;
     ensure!(b.view.result.is_none());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_game_leaves_game_started_and_game_ended_in_the_outbox() -> Result<()> {
+    let h = Harness::start(settings(), MemoryReporter::new()).await?;
+    let players = h.create(21)?;
+    let match_id = uuid(&players.match_id).to_string();
+    let users = [uuid(&players.seats[0].0).to_string(), uuid(&players.seats[1].0).to_string()];
+    let for_match = |e: &outbox::Event| e.payload_json().is_ok_and(|p| p["match_id"] == match_id.as_str());
+    let mut a = Player::join(h.enet().await?, &h.token(&players, 0)?, &players).await?;
+    let b = Player::join(h.ws().await?, &h.token(&players, 1)?, &players).await?;
+    let started = h
+        .events
+        .log
+        .wait_for(WAIT, |e| e.kind == "game_started" && for_match(e))
+        .await
+        .ok_or_else(|| anyhow!("no game_started"))?;
+    let p = started.payload_json()?;
+    ensure!(p["mode"] == "test" && p["instance_id"] == INSTANCE, "{p}");
+    ensure!(p["players"][0]["user_id"] == users[0].as_str() && p["players"][1]["user_id"] == users[1].as_str(), "{p}");
+    ensure!(p["players"][0]["username"] == "alice", "{p}");
+
+    // Alice concedes: Bob wins.
+    let answer = a.command(&Command::Concede).await?;
+    ensure!(matches!(answer.body, ServerBodyT::Ack(_)), "concede answered {:?}", answer.body);
+    let ended = h
+        .events
+        .log
+        .wait_for(WAIT, |e| e.kind == "game_ended" && for_match(e))
+        .await
+        .ok_or_else(|| anyhow!("no game_ended"))?;
+    let p = ended.payload_json()?;
+    ensure!(p["winner"] == users[1].as_str() && p["reason"] == "conceded" && p["draw"] == false, "{p}");
+    ensure!(p["turns"].as_u64().is_some_and(|t| t >= 1) && p["duration_ms"].as_i64().is_some_and(|d| d >= 0), "{p}");
+    ensure!(p["players"][0]["outcome"] == "loss" && p["players"][1]["outcome"] == "win", "{p}");
+    ensure!(started.id < ended.id, "game_started {} after game_ended {}", started.id, ended.id);
+    ensure!(started.source == "instance-server" && ended.source == "instance-server");
+
+    // The rows stay in the outbox, each once, marked published once the log has them (the mark
+    // follows the sink's acceptance by a moment, hence the bounded wait).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rows = h.events.outbox.events_after(0, 100).await?;
+        let rows: Vec<_> = rows.into_iter().filter(|r| for_match(&r.event)).collect();
+        let kinds: Vec<&str> = rows.iter().map(|r| r.event.kind.as_str()).collect();
+        ensure!(kinds == ["game_started", "game_ended"], "rows {kinds:?}");
+        if rows.iter().all(|r| r.published_at_ms.is_some()) {
+            break;
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "rows not marked published: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(b);
     Ok(())
 }

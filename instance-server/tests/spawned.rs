@@ -1,6 +1,7 @@
 //! The `instance-server` binary in spawned mode: it hosts the match from its config file, prints
 //! the ready line the spawner waits for, and exits by itself once the match is over and
-//! reported. Bounded in time.
+//! reported, after its outbox relay has published `game_started` and `game_ended`. Bounded in
+//! time.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -135,6 +136,30 @@ impl Instance {
     }
 }
 
+/// The SQLite database of a spawned instance, in its temporary directory.
+fn database_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("tavern.db").display())
+}
+
+/// After the process exited: the match's events are in the outbox, and its relay published them
+/// (marked them) before the exit.
+async fn check_events(dir: &std::path::Path, match_id: Uuid) -> Result<()> {
+    let db = migrations::Db::open(&database_url(dir), &migrations::PoolConfig::default()).await?;
+    let rows = outbox::Outbox::new(db.clone(), "test").events_after(0, 100).await?;
+    db.close().await;
+    let kinds: Vec<&str> = rows.iter().map(|r| r.event.kind.as_str()).collect();
+    ensure!(kinds == ["game_started", "game_ended"], "events {kinds:?}");
+    for r in &rows {
+        ensure!(r.published_at_ms.is_some(), "{} not published before the exit", r.event.kind);
+        ensure!(r.event.source == "instance-server");
+        let payload = r.event.payload_json()?;
+        ensure!(payload["match_id"] == match_id.to_string(), "{payload}");
+    }
+    let ended = rows[1].event.payload_json()?;
+    ensure!(ended["reason"] == "conceded", "{ended}");
+    Ok(())
+}
+
 fn first_starter_deck() -> Result<String> {
     instance_server::catalog::Catalog::standard()
         .starter_decks()
@@ -160,6 +185,7 @@ udp_bind = "127.0.0.1:0"
 ws_bind = "127.0.0.1:0"
 identity_dir = "{tls}"
 key_file = "{keys}"
+database_url = "{db}"
 linger_ms = 100
 
 [match]
@@ -172,13 +198,15 @@ players = [
 "#,
             tls = dir.0.join("tls").display(),
             keys = key_file.display(),
+            db = database_url(&dir.0),
             deck = first_starter_deck()?,
         ),
     )?;
     let instance = Instance::start(&["--config", &config.display().to_string()]).await?;
     let now = service_runtime::now_ms();
     let tokens = [issuer.mint(match_id, alice, "spawned-1", now)?, issuer.mint(match_id, bob, "spawned-1", now)?];
-    instance.play_concede_and_exit(&dir.0.join("tls"), tokens).await
+    instance.play_concede_and_exit(&dir.0.join("tls"), tokens).await?;
+    check_events(&dir.0, match_id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,6 +219,7 @@ async fn a_spawned_instance_takes_its_match_from_the_spawner_on_stdin() -> Resul
     let sets = [
         format!("identity_dir={}", tls.display()),
         format!("key_file={}", key_file.display()),
+        format!("database_url={}", database_url(&dir.0)),
         "linger_ms=100".to_owned(),
     ];
     // The spawner's arguments: --port and --instance-id (port 0: any free port).
@@ -214,5 +243,6 @@ async fn a_spawned_instance_takes_its_match_from_the_spawner_on_stdin() -> Resul
     tokio::time::sleep(Duration::from_millis(100)).await;
     let result = instance.play_concede_and_exit(&tls, tokens).await;
     drop(stdin);
-    result
+    result?;
+    check_events(&dir.0, match_id).await
 }

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::http::Auth;
+use crate::ratings::{ModeRating, RecentMatch};
 use crate::store::User;
 use crate::{AppState, validate};
 
@@ -26,6 +27,12 @@ pub struct AccountResponse {
     pub is_guest: bool,
     /// Whether the account has a password (guests have none until they set one).
     pub has_password: bool,
+    /// The player's rating in each mode they have played, from the matchmaker; empty before the
+    /// first rated match. `null` when the matchmaker did not answer in time (or this deployment
+    /// has none): try again later.
+    pub ratings: Option<Vec<ModeRating>>,
+    /// The player's latest matches, newest first (at most 10); `null` exactly when `ratings` is.
+    pub recent_matches: Option<Vec<RecentMatch>>,
 }
 
 /// `PATCH /v1/account` body; absent fields are left as they are.
@@ -47,7 +54,8 @@ pub struct ChangePassword {
 #[utoipa::path(get, path = "/v1/account", tag = "account", security(("bearer" = [])),
     responses((status = 200, body = AccountResponse), (status = 401, body = ErrorBody)))]
 pub async fn get_account(State(state): State<Arc<AppState>>, Auth(claims): Auth) -> Result<ApiJson<AccountResponse>, ApiError> {
-    Ok(ApiJson(to_response(&load(&state, claims.user_id).await?)))
+    let user = load(&state, claims.user_id).await?;
+    Ok(ApiJson(with_ratings(&state, to_response(&user)).await))
 }
 
 #[utoipa::path(patch, path = "/v1/account", tag = "account", security(("bearer" = [])), request_body = UpdateAccount,
@@ -61,7 +69,8 @@ pub async fn update_account(
         validate::display_name(name)?;
         state.store.set_display_name(claims.user_id, name, now_ms()).await.map_err(ApiError::internal)?;
     }
-    Ok(ApiJson(to_response(&load(&state, claims.user_id).await?)))
+    let user = load(&state, claims.user_id).await?;
+    Ok(ApiJson(with_ratings(&state, to_response(&user)).await))
 }
 
 #[utoipa::path(post, path = "/v1/account/password", tag = "account", security(("bearer" = [])), request_body = ChangePassword,
@@ -109,7 +118,23 @@ fn to_response(u: &User) -> AccountResponse {
         created_at: rfc3339(u.created_at),
         is_guest: u.is_guest,
         has_password: u.password_hash.is_some(),
+        ratings: None,
+        recent_matches: None,
     }
+}
+
+/// Adds the player's ratings and recent matches from the matchmaker's read API. Never fails the
+/// account: without the API, or when it does not answer within its timeout, both stay `null`.
+async fn with_ratings(state: &AppState, mut account: AccountResponse) -> AccountResponse {
+    let Some(client) = &state.ratings else { return account };
+    match client.player(account.user_id).await {
+        Ok(player) => {
+            account.ratings = Some(player.ratings);
+            account.recent_matches = Some(player.recent_matches);
+        }
+        Err(e) => tracing::warn!(user_id = %account.user_id, error = %e, "account answered without ratings"),
+    }
+    account
 }
 
 /// Formats unix milliseconds as RFC 3339 (UTC).

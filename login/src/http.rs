@@ -46,7 +46,16 @@ impl FromRequestParts<Arc<AppState>> for ClientIp {
 }
 
 /// Refuses a request once its address has spent its request budget.
+///
+/// A request to `/internal/` that presents the service token is exempt: a trusted service calls
+/// from one address far more often than a player. Anything else there (no token, a wrong one)
+/// spends the address's budget like any request, so guessing is throttled.
 pub async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/internal/")
+        && crate::internal::check_service_token(&state, req.headers()) == crate::internal::ServiceAuth::Trusted
+    {
+        return next.run(req).await;
+    }
     let ip = client_ip(req.extensions(), req.headers(), state.config.trust_forwarded_for);
     let now = Instant::now();
     let auth_route = req.uri().path().starts_with("/v1/auth/");

@@ -9,6 +9,11 @@
 //! - [`http`]: client address, per-IP rate limits, the bearer-token extractor.
 //! - [`validate`]: input rules, each with its error code.
 //! - [`openapi`]: the OpenAPI document served at `/v1/openapi.json`.
+//! - [`internal`]: `/internal/v1`, the API for trusted services (the GCS reads users' social graphs
+//!   there instead of reading login's tables); needs `service_token`, absent from the OpenAPI
+//!   document.
+//! - [`ratings`]: the client for the matchmaker's internal read API, which `/v1/account` uses to
+//!   show the player's ratings and recent matches (`matchmaker_api_url`).
 //!
 //! Sessions, refresh tokens and revocation belong to the token service; this crate calls its
 //! library ([`token_service::Tokens`]) and owns only the tables above.
@@ -37,9 +42,11 @@ pub mod account;
 pub mod auth;
 pub mod friends;
 pub mod http;
+pub mod internal;
 pub mod metrics;
 pub mod openapi;
 pub mod password;
+pub mod ratings;
 pub mod store;
 pub mod validate;
 
@@ -69,6 +76,16 @@ pub struct LoginConfig {
     pub password_hashing: HashParams,
     /// Take the client address from the last `X-Forwarded-For` hop (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// The bearer token trusted services (the GCS) present on `/internal/v1` (at least 16
+    /// characters; the same `service_token` key the token service reads). Unset or empty
+    /// disables those routes: they answer `forbidden`.
+    pub service_token: Option<String>,
+    /// The matchmaker's internal read API (its admin listener, e.g. `http://127.0.0.1:9104`),
+    /// asked with `service_token` for the ratings and recent matches `/v1/account` shows. Unset:
+    /// the account shows `ratings: null`.
+    pub matchmaker_api_url: Option<String>,
+    /// How long `/v1/account` waits for the matchmaker before answering without ratings.
+    pub matchmaker_api_timeout_ms: u64,
     pub log: LogConfig,
 }
 
@@ -85,6 +102,9 @@ impl Default for LoginConfig {
             limits: Limits::default(),
             password_hashing: HashParams::default(),
             trust_forwarded_for: false,
+            service_token: None,
+            matchmaker_api_url: None,
+            matchmaker_api_timeout_ms: 2000,
             log: LogConfig::default(),
         }
     }
@@ -141,6 +161,10 @@ pub struct AppState {
     pub(crate) auth_limiter: RateLimiter<IpAddr>,
     pub(crate) user_limiter: RateLimiter<uuid::Uuid>,
     pub(crate) ip_failures: RateLimiter<IpAddr>,
+    /// SHA-256 of the configured service token, `None` when the internal API is disabled.
+    pub(crate) service_token_hash: Option<[u8; 32]>,
+    /// The matchmaker's read API, `None` when `matchmaker_api_url` is unset.
+    pub(crate) ratings: Option<ratings::RatingsClient>,
 }
 
 impl AppState {
@@ -148,6 +172,8 @@ impl AppState {
     pub fn new(config: LoginConfig, db: Db, tokens: Tokens, registry: &Registry) -> anyhow::Result<Arc<AppState>> {
         let l = &config.limits;
         let per_s = l.requests_per_ip_per_s.max(1);
+        let service_token_hash = internal::service_token_hash(config.service_token.as_deref())?;
+        let ratings = ratings_client(&config)?;
         let state = AppState {
             store: Store::new(db),
             tokens,
@@ -160,6 +186,8 @@ impl AppState {
                 RateLimiter::new(Quota { burst: per_s * 2, per_second: f64::from(per_s) }, l.max_tracked_ips)
             },
             ip_failures: RateLimiter::new(Quota::per(l.failed_logins_per_ip, Duration::from_secs(15 * 60)), l.max_tracked_ips),
+            service_token_hash,
+            ratings,
             config,
         };
         Ok(Arc::new(state))
@@ -173,6 +201,23 @@ impl AppState {
         self.user_limiter.sweep(now);
         self.ip_failures.sweep(now);
     }
+}
+
+/// The matchmaker read API client the config asks for: `None` without `matchmaker_api_url`, an
+/// error when the URL is set without a `service_token` to present or is not `http://`.
+fn ratings_client(config: &LoginConfig) -> anyhow::Result<Option<ratings::RatingsClient>> {
+    let Some(url) = config.matchmaker_api_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+        tracing::info!("no matchmaker_api_url: accounts show no ratings");
+        return Ok(None);
+    };
+    let Some(token) = config.service_token.as_deref().map(str::trim).filter(|t| !t.is_empty()) else {
+        anyhow::bail!("matchmaker_api_url needs service_token (the matchmaker's service token)");
+    };
+    if config.matchmaker_api_timeout_ms == 0 {
+        anyhow::bail!("matchmaker_api_timeout_ms must be positive");
+    }
+    let timeout = Duration::from_millis(config.matchmaker_api_timeout_ms);
+    Ok(Some(ratings::RatingsClient::new(url, token, timeout)?))
 }
 
 /// The REST routes.
@@ -195,9 +240,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/blocks", post(friends::block))
         .route("/blocks/{user_id}", delete(friends::unblock))
         .route("/openapi.json", get(openapi::serve));
+    let internal_api = Router::new()
+        .route("/users/{user_id}/social", get(internal::social))
+        .route("/users/lookup", post(internal::lookup))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), internal::require_service_token));
     let body_limit = state.config.limits.body_bytes;
     Router::new()
         .nest("/v1", v1)
+        .nest("/internal/v1", internal_api)
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), http::rate_limit))

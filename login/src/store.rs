@@ -64,6 +64,19 @@ pub enum Relation {
     Blocked,
 }
 
+/// A user's friends and blocks as trusted services see them (`/internal/v1`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SocialGraph {
+    pub id: Uuid,
+    pub username: String,
+    /// Accepted friends (id, username), ordered by name; pending requests are not friends.
+    pub friends: Vec<(Uuid, String)>,
+    /// Users this user blocked.
+    pub blocked: Vec<Uuid>,
+    /// Users who blocked this user.
+    pub blocked_by: Vec<Uuid>,
+}
+
 /// Store failures the handlers tell apart.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -276,6 +289,44 @@ impl Store {
         let sql = "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2";
         let done = on_db!(&self.db, |pool| sqlx::query(sql).bind(blocker).bind(blocked).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(done == 1)
+    }
+
+    /// `id`'s username, accepted friends and blocks in both directions; `None` for an unknown
+    /// user.
+    pub async fn social_graph(&self, id: Uuid) -> Result<Option<SocialGraph>, StoreError> {
+        let user = "SELECT username FROM users WHERE id = $1";
+        let friends = "SELECT u.id, u.username FROM friendships f \
+                       JOIN users u ON u.id = CASE WHEN f.requester_id = $1 THEN f.addressee_id ELSE f.requester_id END \
+                       WHERE f.status = 'accepted' AND (f.requester_id = $1 OR f.addressee_id = $1) ORDER BY u.username_key";
+        let blocked = "SELECT blocked_id FROM blocks WHERE blocker_id = $1 ORDER BY blocked_id";
+        let blocked_by = "SELECT blocker_id FROM blocks WHERE blocked_id = $1 ORDER BY blocker_id";
+        let username: Option<String> =
+            on_db!(&self.db, |pool| sqlx::query_scalar(user).bind(id).fetch_optional(pool).await)?;
+        let Some(username) = username else { return Ok(None) };
+        Ok(Some(SocialGraph {
+            id,
+            username,
+            friends: on_db!(&self.db, |pool| sqlx::query_as(friends).bind(id).fetch_all(pool).await)?,
+            blocked: on_db!(&self.db, |pool| sqlx::query_scalar(blocked).bind(id).fetch_all(pool).await)?,
+            blocked_by: on_db!(&self.db, |pool| sqlx::query_scalar(blocked_by).bind(id).fetch_all(pool).await)?,
+        }))
+    }
+
+    /// The (id, username) of each known id among `ids`, in no particular order; unknown ids are
+    /// left out. One statement with one placeholder per id, so callers bound `ids`.
+    pub async fn usernames(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT id, username FROM users WHERE id IN ({})", placeholders.join(", "));
+        Ok(on_db!(&self.db, |pool| {
+            let mut q = sqlx::query_as(&sql);
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.fetch_all(pool).await
+        })?)
     }
 
     /// Everything on `id`'s friend page, each list ordered by name.

@@ -14,10 +14,14 @@
 //! - [`allocation`]: the [`Allocator`](allocation::Allocator) trait and its implementations
 //!   (in-process, static pool, local process spawner, Agones behind the `agones` feature).
 //! - [`metrics`]: every `tavern_matchmaker_*` metric.
+//! - [`api`]: the internal HTTP read API for trusted services (a player's ratings and recent
+//!   matches, behind the service token), served on the admin listener; login shows it on
+//!   `/v1/account`.
 //!
 //! The core stays free of IO; the service moves bytes, reads clocks and talks to the database.
 
 pub mod allocation;
+pub mod api;
 pub mod core;
 pub mod intake;
 pub mod metrics;

@@ -457,3 +457,41 @@ async fn a_spawner_whose_binary_fails_requeues_the_match() {
     assert!(failures >= 1);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_match_is_recorded_as_match_found_in_the_outbox() {
+    let h = Harness::start(Arc::new(StaticPool::new(vec![one_instance("static-a")])), |_| {}).await;
+    let mut gcs = h.gcs("gcs-a").await;
+    let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+    gcs.enqueue(Uuid::new_v4(), &[u1], "duel").await;
+    gcs.enqueue(Uuid::new_v4(), &[u2], "duel").await;
+    let found = gcs.match_found().await;
+    let match_id = Uuid::from_bytes(found.match_id.to_bytes()).to_string();
+    let db = h.db.as_ref().expect("the harness holds its database").db.clone();
+    let outbox = outbox::Outbox::new(db, "test");
+    // The row is written right after the pushes start, so it may trail the push a little.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let event = loop {
+        let rows = outbox.events_after(0, 100).await.expect("outbox rows");
+        if let Some(r) = rows.into_iter().find(|r| r.event.kind == "match_found") {
+            break r.event;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no match_found recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(event.source, "matchmaker");
+    let p = event.payload_json().expect("json payload");
+    assert_eq!(p["match_id"], match_id.as_str(), "{p}");
+    assert_eq!(p["mode"], "duel", "{p}");
+    assert_eq!(p["instance"]["instance_id"], "static-a", "{p}");
+    assert_eq!(p["instance"]["udp_port"], 7501, "{p}");
+    let mut users: Vec<String> = p["players"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["user_id"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    users.sort();
+    let mut want = vec![u1.to_string(), u2.to_string()];
+    want.sort();
+    assert_eq!(users, want, "{p}");
+    h.stop().await;
+}

@@ -1,17 +1,45 @@
 //! The launcher binary as a user runs it: it starts on embedded defaults in a fresh data
-//! directory, serves the REST contract end to end, stops cleanly on SIGTERM, and refuses bad
-//! config with one line and exit code 64.
+//! directory, serves the REST contract end to end, starts the matchmaker, the instance host and
+//! the GCS on their own ports, stops cleanly on SIGTERM, and refuses bad config with one line and
+//! exit code 64.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use protocol::tavern::{
+    ClientBodyT, ClientMessageT, CommandT, ConcedeT, GameCommandT, HelloT, JoinMatchT, MatchFoundT, QueueJoinT,
+    ServerBodyT, ServerMessageT, ServiceRole,
+};
+use protocol::{Codec, Limits, PROTOCOL_VERSION, build};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use transport::service_link::{ClientConfig, ServiceClient};
+use transport::{ClientEvent, Delivery, WsClient};
+
+/// The longest any single wait on the launcher may take.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Every service line the launcher prints: its label, then its address.
+const SERVICES: [&str; 8] = [
+    "login REST API",
+    "token service",
+    "metrics, health",
+    "matchmaker link",
+    "gcs enet/dtls",
+    "gcs websocket",
+    "instance enet/dtls",
+    "instance websocket",
+];
 
 struct Launcher {
     child: Child,
     login: String,
     admin: String,
+    /// Each service's printed address (the first word with a `scheme://`), by label.
+    addresses: HashMap<&'static str, String>,
     data_dir: std::path::PathBuf,
 }
 
@@ -23,8 +51,8 @@ impl Drop for Launcher {
     }
 }
 
-fn launch() -> Launcher {
-    let data_dir = std::env::temp_dir().join(format!("tavern-launcher-{}", std::process::id()));
+fn launch(name: &str) -> Launcher {
+    let data_dir = std::env::temp_dir().join(format!("tavern-launcher-{}-{name}", std::process::id()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tavern"));
     // The launcher reads every TAVERN_* variable as config; only this test's settings apply here.
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TAVERN_")) {
@@ -33,28 +61,52 @@ fn launch() -> Launcher {
     let mut child = cmd
         .args(["--set", &format!("data_dir=\"{}\"", data_dir.display())])
         .args(["--set", "login_port=0", "--set", "token_port=0", "--set", "admin_port=0"])
+        .args(["--set", "matchmaker_port=0", "--set", "gcs_udp_port=0", "--set", "gcs_ws_port=0"])
+        .args(["--set", "instance_udp_port=0", "--set", "instance_ws_port=0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("launcher starts");
     let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let (mut login, mut admin) = (None, None);
+    let lines = BufReader::new(stdout).lines();
+    // Read on a thread so a launcher that hangs without printing cannot hang the test.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            // Keep draining stdout after the test stops listening, so the launcher never blocks.
+            let _ = tx.send(line);
+        }
+    });
+    let mut addresses = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while login.is_none() || admin.is_none() {
-        assert!(Instant::now() < deadline, "launcher did not print its addresses in time");
-        let line = lines.next().expect("launcher printed its addresses before exiting").expect("utf-8 line");
-        let url = line.split_whitespace().find(|w| w.starts_with("http://")).map(str::to_owned);
-        if line.contains("login REST API") {
-            login = url;
-        } else if line.contains("metrics, health") {
-            admin = url.map(|u| u.trim_end_matches("/metrics").to_owned());
+    while addresses.len() < SERVICES.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("launcher printed every address within 60 s");
+        let Some(label) = SERVICES.iter().find(|l| line.trim_start().starts_with(**l)) else { continue };
+        let url = line.split_whitespace().find(|w| w.contains("://")).expect("an address on the line");
+        addresses.insert(*label, url.to_owned());
+    }
+    let login = addresses["login REST API"].clone();
+    let admin = addresses["metrics, health"].trim_end_matches("/metrics").to_owned();
+    Launcher { child, login, admin, addresses, data_dir }
+}
+
+impl Launcher {
+    /// SIGTERM, then the exit status, which must come within 20 s.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "launcher did not stop within 20 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
-    // Keep draining stdout so the launcher never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Launcher { child, login: login.expect("login url"), admin: admin.expect("admin url"), data_dir }
 }
 
 async fn post(http: &reqwest::Client, url: String, bearer: Option<&str>, body: Option<Value>) -> (u16, Value) {
@@ -82,7 +134,7 @@ async fn get(http: &reqwest::Client, url: String, bearer: Option<&str>) -> (u16,
 
 #[tokio::test]
 async fn serves_the_rest_contract_and_stops_on_sigterm() {
-    let mut l = launch();
+    let mut l = launch("rest");
     let http = reqwest::Client::new();
     let v1 = l.login.clone();
     let creds = json!({"username": "alice", "password": "correct horse"});
@@ -117,17 +169,164 @@ async fn serves_the_rest_contract_and_stops_on_sigterm() {
     assert!(metrics.contains("tavern_login_logins_total"), "{metrics}");
     assert!(l.data_dir.join("tavern.db").exists() && l.data_dir.join("token-keys.json").exists());
 
-    let pid = l.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = l.child.try_wait().expect("wait") {
-            break s;
+    let status = l.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn starts_every_service_on_its_port_and_stops_on_sigterm() {
+    let mut l = launch("all");
+    for label in SERVICES {
+        let addr = &l.addresses[label];
+        let port = addr.rsplit(':').next().and_then(|p| p.split('/').next()).and_then(|p| p.parse::<u16>().ok());
+        assert!(matches!(port, Some(p) if p != 0), "{label}: {addr}");
+    }
+    assert!(l.addresses["gcs enet/dtls"].starts_with("udp://127.0.0.1:"), "{:?}", l.addresses);
+    assert!(l.addresses["instance enet/dtls"].starts_with("udp://127.0.0.1:"), "{:?}", l.addresses);
+    assert!(l.addresses["gcs websocket"].ends_with("/ws"), "{:?}", l.addresses);
+    assert!(l.addresses["instance websocket"].ends_with("/ws"), "{:?}", l.addresses);
+    assert!(l.data_dir.join("tls").join("cert.pem").exists());
+
+    // The matchmaker's service link welcomes a node presenting the launcher's service token.
+    let token = std::fs::read_to_string(l.data_dir.join("service-token")).expect("service token file");
+    let matchmaker = l.addresses["matchmaker link"].trim_start_matches("tcp://").to_owned();
+    let stop_client = CancellationToken::new();
+    let config = ClientConfig::new(matchmaker, "launcher-test", ServiceRole::Gcs, token.trim());
+    let (client, _pushes) = ServiceClient::start(config, stop_client.clone());
+    let link = client.connected(WAIT).await.expect("the matchmaker welcomes the service token");
+    assert_eq!(link.peer().node_id, "matchmaker-local");
+    stop_client.cancel();
+
+    // The GCS welcomes a WebSocket Hello with a session token from the REST API.
+    let http = reqwest::Client::builder().timeout(WAIT).build().expect("http client");
+    let creds = json!({"username": "carol", "password": "correct horse"});
+    let (st, reg) = post(&http, format!("{}/auth/register", l.login), None, Some(creds)).await;
+    assert_eq!(st, 201, "{reg}");
+    let session = reg["session_token"].as_str().expect("session token").to_owned();
+    let mut ws = WsClient::connect(&l.addresses["gcs websocket"], None, WAIT).await.expect("the gcs accepts websockets");
+    let hello = build!(HelloT { protocol_version: PROTOCOL_VERSION, token: Some(session), resume_token: None });
+    let hello = ClientMessageT::request(1, ClientBodyT::Hello(Box::new(hello)));
+    let codec = Codec::new(Limits::default());
+    ws.send(Bytes::from(codec.encode(&hello).expect("encodes")), Delivery::Reliable).expect("hello sent");
+    let event = tokio::time::timeout(WAIT, ws.recv()).await.expect("an answer to hello in time");
+    let Some(ClientEvent::Message { data, .. }) = event else { panic!("expected a message, got {event:?}") };
+    let answer = codec.decode_server(&data).expect("a server message");
+    match answer.body {
+        ServerBodyT::Welcome(w) => assert_eq!(w.username, "carol"),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+    ws.close(1000).await;
+
+    let status = l.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+/// A WebSocket client of the GCS or the instance host.
+struct Ws {
+    link: WsClient,
+    codec: Codec,
+}
+
+impl Ws {
+    async fn connect(url: &str) -> Ws {
+        let link = WsClient::connect(url, None, WAIT).await.unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+        Ws { link, codec: Codec::new(Limits::default()) }
+    }
+
+    fn request(&mut self, cid: u32, body: ClientBodyT) {
+        let bytes = self.codec.encode(&ClientMessageT::request(cid, body)).expect("encodes");
+        self.link.send(Bytes::from(bytes), Delivery::Reliable).expect("sent");
+    }
+
+    /// The next message that `pick` accepts, skipping the others, within [`WAIT`].
+    async fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(ServerMessageT) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.link.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"));
+            let Some(ClientEvent::Message { data, .. }) = event else { panic!("link ended waiting for {what}: {event:?}") };
+            let message = self.codec.decode_server(&data).expect("a server message");
+            if let ServerBodyT::Error(e) = &message.body {
+                panic!("error waiting for {what}: {e:?}");
+            }
+            if let Some(t) = pick(message) {
+                return t;
+            }
         }
-        assert!(Instant::now() < deadline, "launcher did not stop within 20 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    }
+}
+
+/// Registers `name` and says `Hello` to the GCS with the session token; returns the link and
+/// the token.
+async fn gcs_session(http: &reqwest::Client, l: &Launcher, name: &str) -> (Ws, String) {
+    let creds = json!({"username": name, "password": "correct horse"});
+    let (st, reg) = post(http, format!("{}/auth/register", l.login), None, Some(creds)).await;
+    assert_eq!(st, 201, "{reg}");
+    let token = reg["session_token"].as_str().expect("session token").to_owned();
+    let mut ws = Ws::connect(&l.addresses["gcs websocket"]).await;
+    let hello = build!(HelloT { protocol_version: PROTOCOL_VERSION, token: Some(token.clone()), resume_token: None });
+    ws.request(1, ClientBodyT::Hello(Box::new(hello)));
+    ws.wait_for("welcome", |m| matches!(m.body, ServerBodyT::Welcome(_)).then_some(())).await;
+    (ws, token)
+}
+
+#[tokio::test]
+async fn two_players_queue_play_on_the_instance_host_and_the_result_reaches_the_matchmaker() {
+    let mut l = launch("match");
+    let http = reqwest::Client::builder().timeout(WAIT).build().expect("http client");
+    let (mut players, mut sessions) = (Vec::new(), Vec::new());
+    for name in ["dora", "emil"] {
+        let (mut gcs, session) = gcs_session(&http, &l, name).await;
+        sessions.push(session);
+        let join = build!(QueueJoinT { mode: "duel".into(), regions: None, party_members: None });
+        gcs.request(2, ClientBodyT::QueueJoin(Box::new(join)));
+        players.push(gcs);
+    }
+    let mut found: Vec<MatchFoundT> = Vec::new();
+    for gcs in &mut players {
+        let f = gcs.wait_for("match found", |m| match m.body {
+            ServerBodyT::MatchFound(f) => Some(*f),
+            _ => None,
+        });
+        found.push(f.await);
+    }
+    assert_eq!(found[0].match_id, found[1].match_id);
+    let instance_ws = l.addresses["instance websocket"].clone();
+    let mut seats = Vec::new();
+    for f in &found {
+        assert_eq!(f.instance.ws_url.as_deref(), Some(instance_ws.as_str()));
+        assert_eq!(f.instance.instance_id, "instance-local");
+        let mut ws = Ws::connect(&instance_ws).await;
+        let join = build!(JoinMatchT { protocol_version: PROTOCOL_VERSION, join_token: f.join_token.clone() });
+        ws.request(1, ClientBodyT::JoinMatch(Box::new(join)));
+        ws.wait_for("snapshot", |m| matches!(m.body, ServerBodyT::GameSnapshot(_)).then_some(())).await;
+        seats.push(ws);
+    }
+    let concede = build!(GameCommandT { command: CommandT::Concede(Box::new(build!(ConcedeT {}))) });
+    seats[0].request(2, ClientBodyT::GameCommand(Box::new(concede)));
+
+    // The instance reports the result over the service link; the matchmaker stores it.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = http.get(format!("{}/metrics", l.admin)).send().await.expect("metrics").text().await.expect("text");
+        let stored = metrics.lines().any(|line| {
+            line.starts_with("tavern_matchmaker_results_total{") && line.split_whitespace().last() == Some("1")
+        });
+        if stored {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no result stored within {WAIT:?}:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Login shows the new rating, read from the matchmaker's API on the admin listener.
+    let (st, acct) = get(&http, format!("{}/account", l.login), Some(&sessions[1])).await;
+    assert_eq!(st, 200, "{acct}");
+    let duel = acct["ratings"].as_array().and_then(|r| r.iter().find(|m| m["mode"] == "duel")).cloned();
+    let duel = duel.unwrap_or_else(|| panic!("no duel rating on the account: {acct}"));
+    assert_eq!((duel["games"].as_i64(), duel["wins"].as_i64()), (Some(1), Some(1)), "{acct}");
+
+    let status = l.terminate();
     assert!(status.success(), "{status:?}");
 }
 

@@ -79,6 +79,12 @@ pub struct InstanceConfig {
     pub node_id: Option<String>,
     /// How long one result report waits for its acknowledgement.
     pub report_timeout_ms: u64,
+    /// The database (`postgres://…` or `sqlite:…`) whose events outbox records `game_started`
+    /// and `game_ended`; the default is the embedded SQLite every service shares.
+    pub database_url: String,
+    /// Where the outbox relay publishes events (`events.redis_url`, `events.prefix`); without a
+    /// Redis URL they go to an in-process log and stay in the database.
+    pub events: outbox::EventsConfig,
     /// The match to host in spawned mode; without it the process waits for one assignment, a
     /// JSON line on stdin (see [`Assignment`]).
     #[serde(rename = "match")]
@@ -113,6 +119,8 @@ impl Default for InstanceConfig {
             service_token: String::new(),
             node_id: None,
             report_timeout_ms: 5_000,
+            database_url: "sqlite:./data/tavern.db".into(),
+            events: outbox::EventsConfig::default(),
             match_spec: None,
             log: LogConfig::default(),
         }

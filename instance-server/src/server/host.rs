@@ -147,6 +147,9 @@ pub(crate) struct HostShared {
     pub instance_id: String,
     pub codec: Codec,
     pub shutdown: CancellationToken,
+    /// Where `game_started` and `game_ended` are recorded; `None` for hosts without a database
+    /// (the bench), whose matches record no events.
+    pub events: Option<outbox::Outbox>,
     matches: Mutex<HashMap<Uuid, mpsc::Sender<MatchInput>>>,
 }
 
@@ -181,12 +184,40 @@ pub struct InstanceHost {
 
 impl InstanceHost {
     /// Binds both transports and starts the router. Join tokens are verified with `keyring`.
+    /// Its matches record no events: for embedders without a database (the bench); services use
+    /// [`InstanceHost::start_with_outbox`].
     pub async fn start(
         config: HostConfig,
         keyring: Keyring,
         catalog: Arc<Catalog>,
         reporter: Arc<dyn ResultReporter>,
         metrics: InstanceMetrics,
+        shutdown: CancellationToken,
+    ) -> Result<InstanceHost, HostError> {
+        Self::start_inner(config, keyring, catalog, reporter, metrics, None, shutdown).await
+    }
+
+    /// [`InstanceHost::start`] with every match recording `game_started` (once both players have
+    /// joined) and `game_ended` in `outbox`, for its relay to publish.
+    pub async fn start_with_outbox(
+        config: HostConfig,
+        keyring: Keyring,
+        catalog: Arc<Catalog>,
+        reporter: Arc<dyn ResultReporter>,
+        metrics: InstanceMetrics,
+        outbox: outbox::Outbox,
+        shutdown: CancellationToken,
+    ) -> Result<InstanceHost, HostError> {
+        Self::start_inner(config, keyring, catalog, reporter, metrics, Some(outbox), shutdown).await
+    }
+
+    async fn start_inner(
+        config: HostConfig,
+        keyring: Keyring,
+        catalog: Arc<Catalog>,
+        reporter: Arc<dyn ResultReporter>,
+        metrics: InstanceMetrics,
+        outbox: Option<outbox::Outbox>,
         shutdown: CancellationToken,
     ) -> Result<InstanceHost, HostError> {
         let (tx, events) = mpsc::channel(EVENT_QUEUE);
@@ -235,6 +266,7 @@ impl InstanceHost {
             instance_id: config.instance_id,
             codec: Codec::default(),
             shutdown: shutdown.clone(),
+            events: outbox,
             matches: Mutex::new(HashMap::new()),
         });
         let router = Router { shared: shared.clone(), routes: HashMap::new() };

@@ -93,6 +93,10 @@ pub(crate) struct MatchHost {
     game: Game,
     seats: [SeatState; 2],
     started_at_ms: i64,
+    /// The task recording `game_started`, spawned when the second player joins so play does
+    /// not wait on the database; `game_ended` is recorded only after it, so the two keep
+    /// their order in the outbox.
+    started_event: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn now_ms() -> i64 {
@@ -119,6 +123,7 @@ impl MatchHost {
             game,
             seats: users.map(seat),
             started_at_ms,
+            started_event: None,
         }
     }
 
@@ -148,6 +153,7 @@ impl MatchHost {
         let ended_at_ms = now_ms();
         let result = self.game.result().unwrap_or(GameResult { winner: None, reason: crate::rules::EndReason::Aborted });
         tracing::info!(winner = ?result.winner, reason = ?result.reason, turns = self.game.turn(), "game over");
+        self.record_game_ended(result, ended_at_ms).await;
 
         // Linger so the last events reach both players; they may still ask for a snapshot.
         if !shutdown.is_cancelled() {
@@ -193,6 +199,68 @@ impl MatchHost {
         .await;
     }
 
+    /// Records `game_started` (both players have joined) in the background.
+    fn record_game_started(&mut self, now: i64) {
+        let Some(events) = self.shared.events.clone() else { return };
+        let players: Vec<serde_json::Value> = Seat::BOTH
+            .iter()
+            .map(|&seat| {
+                serde_json::json!({
+                    "user_id": self.seats[seat.index()].user,
+                    "username": self.players.seats[seat.index()].1,
+                    "seat": seat.index(),
+                })
+            })
+            .collect();
+        let payload = serde_json::json!({
+            "match_id": self.match_id,
+            "mode": self.mode,
+            "instance_id": self.shared.instance_id,
+            "players": players,
+            "created_at_ms": self.started_at_ms,
+            "started_at_ms": now,
+        });
+        let match_id = self.match_id;
+        self.started_event = Some(tokio::spawn(async move {
+            record_event(&events, "game_started", payload, match_id).await;
+        }));
+    }
+
+    /// Records `game_ended`, after `game_started` if that was recorded.
+    async fn record_game_ended(&mut self, result: GameResult, ended_at_ms: i64) {
+        let Some(events) = self.shared.events.clone() else { return };
+        if let Some(started) = self.started_event.take() {
+            let _ = started.await;
+        }
+        let user = |seat: Seat| self.seats[seat.index()].user;
+        let players: Vec<serde_json::Value> = Seat::BOTH
+            .iter()
+            .map(|&seat| {
+                let outcome = match result.winner {
+                    Some(w) if w == seat => "win",
+                    Some(_) => "loss",
+                    None => "draw",
+                };
+                serde_json::json!({ "user_id": user(seat), "seat": seat.index(), "outcome": outcome })
+            })
+            .collect();
+        let over = wire::game_over(&result, &self.players);
+        let payload = serde_json::json!({
+            "match_id": self.match_id,
+            "mode": self.mode,
+            "instance_id": self.shared.instance_id,
+            "winner": result.winner.map(user),
+            "draw": over.draw,
+            "reason": report::reason_label(over.reason),
+            "turns": self.game.turn(),
+            "duration_ms": ended_at_ms.saturating_sub(self.started_at_ms).max(0),
+            "started_at_ms": self.started_at_ms,
+            "ended_at_ms": ended_at_ms,
+            "players": players,
+        });
+        record_event(&events, "game_ended", payload, self.match_id).await;
+    }
+
     fn handle(&mut self, input: MatchInput) {
         match input {
             MatchInput::Join { link, kind, cid, token } => self.on_join(link, kind, cid, &token),
@@ -226,6 +294,9 @@ impl MatchHost {
         let rejoin = state.ever_joined;
         state.ever_joined = true;
         state.away_deadline_ms = None;
+        if !rejoin && self.seats.iter().all(|s| s.ever_joined) {
+            self.record_game_started(now);
+        }
         if let Some(old) = old {
             self.detach_metrics(&old);
             self.send_raw(old.link, protocol::closing_error_message(0, ErrorCode::SessionReplaced, "replaced by a newer link"));
@@ -410,6 +481,28 @@ impl MatchHost {
 
     fn detach_metrics(&self, conn: &Conn) {
         self.shared.metrics.links.with_label_values(&[conn.kind.label()]).dec();
+    }
+}
+
+/// Attempts to record one event before it is given up (and logged as an error).
+const RECORD_ATTEMPTS: u32 = 3;
+
+/// Records an event, retrying a failing database a few times; the match goes on either way.
+async fn record_event(events: &outbox::Outbox, kind: &str, payload: serde_json::Value, match_id: Uuid) {
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1..=RECORD_ATTEMPTS {
+        match events.record(kind, payload.clone()).await {
+            Ok(id) => {
+                tracing::debug!(kind, event_id = id, "event recorded");
+                return;
+            }
+            Err(e) if attempt < RECORD_ATTEMPTS => {
+                tracing::warn!(%match_id, kind, attempt, error = %e, "cannot record the event; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => tracing::error!(%match_id, kind, attempt, error = %e, "event lost: cannot record it"),
+        }
     }
 }
 

@@ -31,6 +31,11 @@
 //!   `rate_limited` (cid 0), so a flood is not echoed back. The other player has their own bucket.
 //! - **Shutdown**: every match aborts, tells its players and closes their links; the transports
 //!   stop after that (at most 2 s later); results are then reported within the backoff's grace.
+//! - **Events**: with an outbox ([`InstanceHost::start_with_outbox`], which [`run`] always uses)
+//!   each match records `game_started` when both players have joined (in the background, so play
+//!   does not wait on the database) and `game_ended` when it ends (after `game_started`, before
+//!   the result is reported). The process's relay publishes them; spawned mode exits only after
+//!   the relay's bounded final flush.
 //!
 //! # Invariants
 //!

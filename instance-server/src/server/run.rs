@@ -7,12 +7,20 @@
 //! Two ready lines are printed, one per reader: `TAVERN_INSTANCE_READY udp=<port> ws=<port>`
 //! ([`READY_PREFIX`]) and `TAVERN_READY {"udp_port":…,"ws_url":"…"}` ([`SPAWNER_READY_PREFIX`],
 //! the matchmaker's process spawner's contract). Each reader skips the other's line.
+//!
+//! Both modes open the database for the events outbox and run its relay. The relay stops only
+//! after the host has stopped, and gets a bounded final flush, so a spawned process does not
+//! exit before it has tried to publish its match's `game_ended` (the row stays in the database
+//! for another relay if that fails).
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use migrations::{Db, PoolConfig};
+use outbox::{Outbox, OutboxMetrics, Relay};
 use protocol::tavern::MatchResultT;
 use token_service::{Keyring, TokenError};
 use tokio_util::sync::CancellationToken;
@@ -46,7 +54,21 @@ pub enum RunError {
     Spec(#[from] SpecError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("database: {0}")]
+    Db(#[from] migrations::DbError),
+    #[error("events: {0}")]
+    Events(#[from] outbox::OutboxError),
 }
+
+/// The `source` of this service's events in the outbox.
+pub const EVENT_SOURCE: &str = "instance-server";
+
+/// Connections one instance process holds: spawned mode runs many processes, each recording two
+/// events per match, so a small pool keeps them from exhausting Postgres.
+const DB_CONNECTIONS: u32 = 4;
+
+/// How long, beyond the relay's own final flush, stopping waits for the relay task.
+const RELAY_STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// A reporter that logs each result and acknowledges it: the stand-in until the service link to
 /// the matchmaker is configured. The log line carries every field of the result.
@@ -118,6 +140,25 @@ pub async fn run_with(
     let keyring = Keyring::load_or_create(&config.key_file)?;
     let registry = prometheus::Registry::new();
     let metrics = InstanceMetrics::new(&registry);
+    create_sqlite_dir(&config.database_url)?;
+    let pool = PoolConfig { max_connections: DB_CONNECTIONS, ..PoolConfig::default() };
+    let db = Db::open(&config.database_url, &pool).await?;
+    let events = Outbox::new(db.clone(), EVENT_SOURCE);
+    // Its own token, not a child of `shutdown`: the matches record `game_ended` while they
+    // abort on shutdown, and the relay must still be there to publish it.
+    let relay_shutdown = CancellationToken::new();
+    let relay = EventRelay {
+        handle: Relay::spawn_with(
+            events.clone(),
+            config.events.sink()?,
+            config.events.relay_config(),
+            OutboxMetrics::new(&registry, EVENT_SOURCE),
+            relay_shutdown.clone(),
+        ),
+        shutdown: relay_shutdown,
+        flush: config.events.relay_config().final_flush,
+        db,
+    };
     if let Some(bind) = config.admin_bind {
         let listener = tokio::net::TcpListener::bind(bind).await?;
         let admin = service_runtime::admin::Admin::new(registry.clone());
@@ -129,7 +170,7 @@ pub async fn run_with(
         });
     }
     let host_shutdown = shutdown.child_token();
-    let host = InstanceHost::start(
+    let host = InstanceHost::start_with_outbox(
         HostConfig {
             instance_id: config.instance_id.clone(),
             udp_bind: config.udp_bind,
@@ -145,9 +186,17 @@ pub async fn run_with(
         catalog,
         reporter,
         metrics,
+        events,
         host_shutdown.clone(),
     )
-    .await?;
+    .await;
+    let host = match host {
+        Ok(h) => h,
+        Err(e) => {
+            relay.stop().await;
+            return Err(e.into());
+        }
+    };
     print_ready(&ready_line(&host));
     print_ready(&spawner_ready_line(&host));
     match (config.mode, spec) {
@@ -159,6 +208,7 @@ pub async fn run_with(
                 tracing::info!("no assignment before stdin closed or shutdown; exiting");
                 host_shutdown.cancel();
                 host.stopped().await;
+                relay.stop().await;
                 return Ok(());
             };
             let spec = Assignment::from_json(&line)?.to_spec(host.catalog(), config.turn_ms)?;
@@ -178,7 +228,44 @@ pub async fn run_with(
     }
     host_shutdown.cancel();
     host.stopped().await;
+    relay.stop().await;
     Ok(())
+}
+
+/// The outbox relay of the process and what stopping it needs.
+struct EventRelay {
+    handle: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+    flush: Duration,
+    db: Db,
+}
+
+impl EventRelay {
+    /// Stops the relay after its final flush (bounded) and closes the database.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(self.flush + RELAY_STOP_GRACE, self.handle).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "outbox relay failed"),
+            Err(_) => tracing::warn!("outbox relay did not stop in time; unpublished events stay in the database"),
+        }
+        self.db.close().await;
+    }
+}
+
+/// `Db::open` creates a SQLite file but not its folder; the default lives in `./data/`.
+fn create_sqlite_dir(url: &str) -> Result<(), RunError> {
+    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+        return Ok(());
+    };
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    match Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => Ok(std::fs::create_dir_all(dir)?),
+        None => Ok(()),
+    }
 }
 
 /// One line from stdin, or `None` when stdin closes or shutdown comes first.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::tavern::{
-    InstanceAddressT, MatchFoundPushT, MatchPlayerT, QueueState, ServiceBodyT, ServiceMessageT, TicketStatusT, UuidT,
+    InstanceAddressT, MatchEndedT, MatchFoundPushT, MatchPlayerT, QueueState, ServiceBodyT, ServiceMessageT, TicketStatusT, UuidT,
 };
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
@@ -39,6 +39,28 @@ pub struct LiveMatch {
     pub created_at_ms: i64,
     pub instance_id: String,
     pub teams: [Vec<Uuid>; 2],
+    /// The GCS node of each player, told `MatchEnded` once the result is stored.
+    pub nodes: Vec<(String, Uuid)>,
+}
+
+/// How long the players' GCS nodes are told a match ended before the matchmaker gives up.
+const MATCH_ENDED_PUSH_FOR_MS: i64 = 60_000;
+
+/// Tells the GCS nodes of a finished match that its players are back (off the result path).
+pub(crate) fn push_match_ended(shared: &Shared, match_id: Uuid, live: &LiveMatch) {
+    let Some(shared) = shared.this.get().and_then(std::sync::Weak::upgrade) else { return };
+    let mut by_node: BTreeMap<&str, Vec<UuidT>> = BTreeMap::new();
+    for (node, user) in &live.nodes {
+        by_node.entry(node.as_str()).or_default().push(UuidT::from_bytes(user.into_bytes()));
+    }
+    let deadline = now_ms() + MATCH_ENDED_PUSH_FOR_MS;
+    for (node, users) in by_node {
+        let ended = protocol::build!(MatchEndedT { match_id: UuidT::from_bytes(match_id.into_bytes()), user_ids: Some(users) });
+        let (shared, node) = (Arc::clone(&shared), node.to_owned());
+        tokio::spawn(async move {
+            push_until_acked(&shared, &node, ServiceBodyT::MatchEnded(Box::new(ended)), deadline).await;
+        });
+    }
 }
 
 /// How long one push waits for its acknowledgement before it is sent again.
@@ -125,6 +147,12 @@ async fn deliver(shared: &Arc<Shared>, job: &MatchJob, spec: &MatchSpec, allocat
             created_at_ms: job.created_at_ms,
             instance_id: allocation.instance_id.clone(),
             teams: spec.teams.clone(),
+            nodes: job
+                .teams
+                .iter()
+                .flatten()
+                .flat_map(|(_, entry)| entry.players.iter().map(|p| (entry.node.clone(), Uuid::from_bytes(p.user_id.to_bytes()))))
+                .collect(),
         },
     );
     for (_, entry) in job.teams.iter().flatten() {
@@ -152,7 +180,49 @@ async fn deliver(shared: &Arc<Shared>, job: &MatchJob, spec: &MatchSpec, allocat
             push_until_acked(&shared, &node, ServiceBodyT::MatchFoundPush(Box::new(push)), join_by_ms).await;
         });
     }
+    // After the pushes are under way, so players never wait on the database; inside the
+    // dispatcher's tracked task, so shutdown waits for the row.
+    record_match_found(shared, job, spec, &allocation).await;
     Ok(())
+}
+
+/// Attempts to record `match_found` before it is given up (and logged as an error).
+const RECORD_ATTEMPTS: u32 = 3;
+
+/// Records the delivered match in the events outbox; the match goes on if the database fails.
+async fn record_match_found(shared: &Shared, job: &MatchJob, spec: &MatchSpec, allocation: &Allocation) {
+    let players: Vec<serde_json::Value> = spec
+        .teams
+        .iter()
+        .enumerate()
+        .flat_map(|(team, users)| users.iter().map(move |u| serde_json::json!({ "user_id": u, "team": team })))
+        .collect();
+    let payload = serde_json::json!({
+        "match_id": job.match_id,
+        "mode": job.mode_name,
+        "region": job.region,
+        "players": players,
+        "instance": {
+            "instance_id": allocation.instance_id,
+            "host": allocation.address.host,
+            "udp_port": allocation.address.udp_port,
+            "ws_url": allocation.address.ws_url,
+        },
+        "quality": job.quality,
+        "created_at_ms": job.created_at_ms,
+    });
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1..=RECORD_ATTEMPTS {
+        match shared.events.record("match_found", payload.clone()).await {
+            Ok(_) => return,
+            Err(e) if attempt < RECORD_ATTEMPTS => {
+                tracing::warn!(match_id = %job.match_id, attempt, error = %e, "cannot record match_found; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => tracing::error!(match_id = %job.match_id, error = %e, "event lost: cannot record match_found"),
+        }
+    }
 }
 
 /// Sends `body` to `node` as a request until it is acknowledged or `deadline_ms` passes (join

@@ -275,6 +275,7 @@ impl Shared {
         if let Some(live) = live
             && self.live.remove(&match_id).is_some()
         {
+            super::dispatch::push_match_ended(self, match_id, live);
             self.allocator.release(match_id, &live.instance_id).await;
         }
     }

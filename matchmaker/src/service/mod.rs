@@ -16,7 +16,9 @@
 //!    bounded), mints one join token per player, and pushes `MatchFoundPush` to the GCS node
 //!    that sent each ticket, retrying until that node acknowledges. On any allocation failure
 //!    the tickets go back to their shard with their original enqueue time, and their nodes get
-//!    an unsolicited `TicketStatus { state: Searching }` push so players are told.
+//!    an unsolicited `TicketStatus { state: Searching }` push so players are told. A delivered
+//!    match is recorded as a `match_found` event in the outbox (`outbox` crate); [`run`] runs
+//!    the relay that publishes it (to Redis with `events.redis_url`, else an in-process log).
 //! 4. Instances report `MatchResult`; it is stored once per match id by the
 //!    [`ResultStore`](crate::ResultStore) and acknowledged with `MatchResultAck`, repeats too.
 //!
@@ -68,7 +70,8 @@ use shard::ShardState;
 pub struct MatchmakerConfig {
     /// Where the service link listens.
     pub bind: SocketAddr,
-    /// Where `/metrics`, `/healthz` and `/readyz` listen.
+    /// Where `/metrics`, `/healthz`, `/readyz` and the internal read API
+    /// (`/internal/v1/players/{user_id}/ratings`, see [`crate::api`]) listen.
     pub admin_bind: SocketAddr,
     /// This process's node id, sent in the welcome.
     pub node_id: String,
@@ -100,6 +103,9 @@ pub struct MatchmakerConfig {
     pub requeue_delay_ms: u64,
     /// How long an allocated match is remembered while waiting for its result.
     pub match_max_age_s: u64,
+    /// Where the outbox relay publishes events (`events.redis_url`, `events.prefix`); without a
+    /// Redis URL they go to an in-process log and stay in the database.
+    pub events: outbox::EventsConfig,
     pub log: LogConfig,
 }
 
@@ -124,6 +130,7 @@ impl Default for MatchmakerConfig {
             max_concurrent_allocations: 64,
             requeue_delay_ms: 1000,
             match_max_age_s: 2 * 3600,
+            events: outbox::EventsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -167,6 +174,12 @@ pub enum AllocationConfig {
     Agones(crate::allocation::agones::AgonesConfig),
 }
 
+/// The `source` of the matchmaker's events in the outbox.
+pub const EVENT_SOURCE: &str = "matchmaker";
+
+/// How long, beyond the relay's own final flush, stopping waits for the relay task.
+const RELAY_STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// The shortest service token accepted.
 pub const MIN_SERVICE_TOKEN_LEN: usize = 16;
 
@@ -185,6 +198,8 @@ pub enum ServiceError {
     Db(String),
     #[error("signing keys: {0}")]
     Keys(String),
+    #[error("events: {0}")]
+    Events(#[from] outbox::OutboxError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -249,11 +264,15 @@ pub struct Shared {
     /// Allocated matches waiting for their results.
     pub(crate) live: DashMap<Uuid, dispatch::LiveMatch>,
     pub(crate) store: ResultStore,
+    /// Where `match_found` is recorded, on the same database as the store.
+    pub(crate) events: outbox::Outbox,
     pub(crate) joins: JoinIssuer,
     pub(crate) allocator: Arc<dyn Allocator>,
     pub(crate) metrics: Metrics,
     pub(crate) next_ticket: AtomicU64,
     pub(crate) shutdown: CancellationToken,
+    /// This very `Shared`, for handlers (which get `&self`) that start tasks outliving the call.
+    pub(crate) this: std::sync::OnceLock<std::sync::Weak<Shared>>,
 }
 
 impl Shared {
@@ -314,14 +333,17 @@ pub async fn start(
         shards,
         nodes: DashMap::new(),
         live: DashMap::new(),
+        events: outbox::Outbox::new(parts.db.clone(), EVENT_SOURCE),
         store: ResultStore::new(parts.db),
         joins,
         allocator: parts.allocator,
         metrics: Metrics::new(&parts.registry),
         next_ticket: AtomicU64::new(1),
         shutdown: shutdown.clone(),
+        this: std::sync::OnceLock::new(),
         config,
     });
+    let _ = shared.this.set(Arc::downgrade(&shared));
     let tasks = TaskTracker::new();
     let (jobs_tx, jobs_rx) = mpsc::channel(shared.config.allocation_queue);
     for shard in &shared.shards {
@@ -367,10 +389,39 @@ pub async fn run(config: MatchmakerConfig, shutdown: CancellationToken) -> Resul
         .await
         .map_err(|source| ServiceError::Bind { addr: config.admin_bind, source })?;
     let admin = Admin::new(registry.clone()).check("database", db_ready(db.clone()));
-    let admin_task = tokio::spawn(admin.serve(admin_listener, shutdown.clone()));
+    // The internal read API (`crate::api`) shares the admin listener: both are for operators and
+    // trusted services only, and the API checks the service token itself.
+    let admin_routes = admin.router().merge(crate::api::router(db.clone(), &config.service_token));
+    let admin_task = tokio::spawn(
+        axum::serve(admin_listener, admin_routes).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future(),
+    );
     let started = Instant::now();
-    let running = start(config, Parts { db: db.clone(), keyring, allocator, registry }, listener, shutdown).await?;
+    // The relay has its own token so it outlives the dispatcher, whose last deliveries may
+    // record events while the service stops.
+    let relay_shutdown = CancellationToken::new();
+    let relay_config = config.events.relay_config();
+    let relay = outbox::Relay::spawn_with(
+        outbox::Outbox::new(db.clone(), EVENT_SOURCE),
+        config.events.sink()?,
+        relay_config.clone(),
+        outbox::OutboxMetrics::new(&registry, EVENT_SOURCE),
+        relay_shutdown.clone(),
+    );
+    let stop_relay = async move {
+        relay_shutdown.cancel();
+        if tokio::time::timeout(relay_config.final_flush + RELAY_STOP_GRACE, relay).await.is_err() {
+            tracing::warn!("outbox relay did not stop in time; unpublished events stay in the database");
+        }
+    };
+    let running = match start(config, Parts { db: db.clone(), keyring, allocator, registry }, listener, shutdown).await {
+        Ok(r) => r,
+        Err(e) => {
+            stop_relay.await;
+            return Err(e);
+        }
+    };
     running.wait().await;
+    stop_relay.await;
     let _ = admin_task.await;
     db.close().await;
     tracing::info!(uptime_s = started.elapsed().as_secs(), "matchmaker stopped");

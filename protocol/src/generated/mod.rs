@@ -176,6 +176,8 @@ pub mod tavern {
   pub use self::match_result_generated::*;
   mod match_result_ack_generated;
   pub use self::match_result_ack_generated::*;
+  mod match_ended_generated;
+  pub use self::match_ended_generated::*;
   mod service_message_generated;
   pub use self::service_message_generated::*;
 } // tavern

@@ -471,6 +471,7 @@ pub fn service_samples() -> Vec<ServiceMessageT> {
             instance_id: Some("instance-7500".to_owned()),
         }))),
         B::MatchResultAck(Box::new(build!(MatchResultAckT { match_id: id(6) }))),
+        B::MatchEnded(Box::new(build!(MatchEndedT { match_id: id(6), user_ids: Some(vec![id(1), id(2)]) }))),
     ];
     bodies
         .into_iter()

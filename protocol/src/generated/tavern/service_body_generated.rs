@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SERVICE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SERVICE_BODY: u8 = 15;
+pub const ENUM_MAX_SERVICE_BODY: u8 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SERVICE_BODY: [ServiceBody; 16] = [
+pub const ENUM_VALUES_SERVICE_BODY: [ServiceBody; 17] = [
   ServiceBody::NONE,
   ServiceBody::ServiceHello,
   ServiceBody::ServiceWelcome,
@@ -25,6 +25,7 @@ pub const ENUM_VALUES_SERVICE_BODY: [ServiceBody; 16] = [
   ServiceBody::InstanceReady,
   ServiceBody::MatchResult,
   ServiceBody::MatchResultAck,
+  ServiceBody::MatchEnded,
 ];
 
 /// Everything on a service link, both directions.
@@ -49,9 +50,10 @@ impl ServiceBody {
   pub const InstanceReady: Self = Self(13);
   pub const MatchResult: Self = Self(14);
   pub const MatchResultAck: Self = Self(15);
+  pub const MatchEnded: Self = Self(16);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 15;
+  pub const ENUM_MAX: u8 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ServiceHello,
@@ -69,6 +71,7 @@ impl ServiceBody {
     Self::InstanceReady,
     Self::MatchResult,
     Self::MatchResultAck,
+    Self::MatchEnded,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -89,6 +92,7 @@ impl ServiceBody {
       Self::InstanceReady => Some("InstanceReady"),
       Self::MatchResult => Some("MatchResult"),
       Self::MatchResultAck => Some("MatchResultAck"),
+      Self::MatchEnded => Some("MatchEnded"),
       _ => None,
     }
   }
@@ -165,6 +169,7 @@ pub enum ServiceBodyT {
   InstanceReady(alloc::boxed::Box<InstanceReadyT>),
   MatchResult(alloc::boxed::Box<MatchResultT>),
   MatchResultAck(alloc::boxed::Box<MatchResultAckT>),
+  MatchEnded(alloc::boxed::Box<MatchEndedT>),
 }
 impl Default for ServiceBodyT {
   fn default() -> Self {
@@ -190,6 +195,7 @@ impl ServiceBodyT {
       Self::InstanceReady(_) => ServiceBody::InstanceReady,
       Self::MatchResult(_) => ServiceBody::MatchResult,
       Self::MatchResultAck(_) => ServiceBody::MatchResultAck,
+      Self::MatchEnded(_) => ServiceBody::MatchEnded,
     }
   }
   pub fn pack<'b, A: ::flatbuffers::Allocator + 'b>(&self, fbb: &mut ::flatbuffers::FlatBufferBuilder<'b, A>) -> Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>> {
@@ -210,6 +216,7 @@ impl ServiceBodyT {
       Self::InstanceReady(v) => Some(v.pack(fbb).as_union_value()),
       Self::MatchResult(v) => Some(v.pack(fbb).as_union_value()),
       Self::MatchResultAck(v) => Some(v.pack(fbb).as_union_value()),
+      Self::MatchEnded(v) => Some(v.pack(fbb).as_union_value()),
     }
   }
   /// If the union variant matches, return the owned ServiceHelloT, setting the union to NONE.
@@ -526,5 +533,26 @@ impl ServiceBodyT {
   /// If the union variant matches, return a mutable reference to the MatchResultAckT.
   pub fn as_match_result_ack_mut(&mut self) -> Option<&mut MatchResultAckT> {
     if let Self::MatchResultAck(v) = self { Some(v.as_mut()) } else { None }
+  }
+  /// If the union variant matches, return the owned MatchEndedT, setting the union to NONE.
+  pub fn take_match_ended(&mut self) -> Option<alloc::boxed::Box<MatchEndedT>> {
+    if let Self::MatchEnded(_) = self {
+      let v = ::core::mem::replace(self, Self::NONE);
+      if let Self::MatchEnded(w) = v {
+        Some(w)
+      } else {
+        unreachable!()
+      }
+    } else {
+      None
+    }
+  }
+  /// If the union variant matches, return a reference to the MatchEndedT.
+  pub fn as_match_ended(&self) -> Option<&MatchEndedT> {
+    if let Self::MatchEnded(v) = self { Some(v.as_ref()) } else { None }
+  }
+  /// If the union variant matches, return a mutable reference to the MatchEndedT.
+  pub fn as_match_ended_mut(&mut self) -> Option<&mut MatchEndedT> {
+    if let Self::MatchEnded(v) = self { Some(v.as_mut()) } else { None }
   }
 }

@@ -118,6 +118,11 @@ impl<'a> ServiceMessage<'a> {
             .expect("Invalid union table, expected `ServiceBody::MatchResultAck`.")
             .unpack()
       )),
+      ServiceBody::MatchEnded => ServiceBodyT::MatchEnded(alloc::boxed::Box::new(
+        self.body_as_match_ended()
+            .expect("Invalid union table, expected `ServiceBody::MatchEnded`.")
+            .unpack()
+      )),
       _ => ServiceBodyT::NONE,
     };
     ServiceMessageT {
@@ -373,6 +378,21 @@ impl<'a> ServiceMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_match_ended(&self) -> Option<MatchEnded<'a>> {
+    if self.body_type() == ServiceBody::MatchEnded {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MatchEnded::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ServiceMessage<'_> {
@@ -399,6 +419,7 @@ impl ::flatbuffers::Verifiable for ServiceMessage<'_> {
           ServiceBody::InstanceReady => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InstanceReady>>("ServiceBody::InstanceReady", pos),
           ServiceBody::MatchResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MatchResult>>("ServiceBody::MatchResult", pos),
           ServiceBody::MatchResultAck => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MatchResultAck>>("ServiceBody::MatchResultAck", pos),
+          ServiceBody::MatchEnded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MatchEnded>>("ServiceBody::MatchEnded", pos),
           _ => Ok(()),
         }
      })?
@@ -560,6 +581,13 @@ impl ::core::fmt::Debug for ServiceMessage<'_> {
         },
         ServiceBody::MatchResultAck => {
           if let Some(x) = self.body_as_match_result_ack() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServiceBody::MatchEnded => {
+          if let Some(x) = self.body_as_match_ended() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
