@@ -50,7 +50,7 @@ pub struct Backends {
 pub enum Completion {
     /// Messages for local users (answers, pushes).
     Push(Vec<(Uuid, ServerMessageT)>),
-    Social { user: Uuid, social: Social },
+    Social { user: Uuid, social: Option<Social>, reply: Option<u32> },
     Queue { user: Uuid, cid: u32, op: QueueOp, answer: QueueAnswer },
     /// A bus message (from the subscription, or looped back).
     Bus(BusMessage),
@@ -123,6 +123,7 @@ impl Runner {
         let (user, cid) = match &effect {
             Effect::Chat { user, cid, .. } | Effect::History { user, cid, .. } | Effect::Queue { user, cid, .. } => (*user, *cid),
             Effect::FriendsPresence { user, cid, .. } => (*user, *cid),
+            Effect::LoadSocial { user, reply: Some(cid) } => (*user, *cid),
             _ => return,
         };
         if cid != 0 {
@@ -133,11 +134,13 @@ impl Runner {
 
     async fn execute(&self, effect: Effect) {
         match effect {
-            Effect::LoadSocial { user } => {
-                let social = self.social(user).await;
-                if let Some(social) = social {
-                    self.complete(Completion::Social { user, social }).await;
+            Effect::LoadSocial { user, reply } => {
+                if self.backends.social.is_none() && reply == Some(0) {
+                    // No login to ask: nothing to tell a user who just arrived.
+                    return;
                 }
+                let social = self.social(user).await;
+                self.complete(Completion::Social { user, social, reply }).await;
             }
             Effect::Chat { user, username, cid, target, text, now_ms } => self.chat(user, &username, cid, target, &text, now_ms).await,
             Effect::History { user, cid, key, channel, before_id, limit } => {
@@ -240,7 +243,7 @@ impl Runner {
             // Blocks are checked against login's current answer, not the list cached at login.
             if let Some(social) = self.social(user).await {
                 let blocked = social.blocked.contains(&to);
-                self.complete(Completion::Social { user, social }).await;
+                self.complete(Completion::Social { user, social: Some(social), reply: None }).await;
                 if blocked {
                     let message = ServerMessageT::error(cid, ErrorCode::Blocked, "blocked");
                     return self.complete(Completion::Push(vec![(user, message)])).await;

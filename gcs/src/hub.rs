@@ -130,8 +130,9 @@ pub enum Effect {
     /// Deliver `message` to `user` wherever they are: here if local, else through the
     /// directory to their node's topic; dropped when they are offline.
     Route { user: Uuid, message: ServerMessageT },
-    /// Fetch the user's friends and blocks from login; answer with [`Hub::social_loaded`].
-    LoadSocial { user: Uuid },
+    /// Fetch the user's friends and blocks from login; answer with [`Hub::social_loaded`],
+    /// passing `reply` back (`Some(cid)`: then send the friends' presence to `cid`, 0 a push).
+    LoadSocial { user: Uuid, reply: Option<u32> },
     /// Store a chat message, answer `ChatSent` to `cid`, then deliver it (a DM is first checked
     /// against a fresh block list).
     Chat { user: Uuid, username: String, cid: u32, target: ChatTarget, text: String, now_ms: i64 },
@@ -204,6 +205,9 @@ struct Member {
     blocked: HashSet<Uuid>,
     rooms: HashSet<String>,
     ticket: Option<Ticket>,
+    /// The user logged in on another node, which now holds their presence: ending this session
+    /// must not announce them offline.
+    replaced: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -253,12 +257,13 @@ impl Hub {
             blocked: HashSet::new(),
             rooms: HashSet::new(),
             ticket: None,
+            replaced: false,
         };
         self.members.insert(user, member);
         self.remote_presence.remove(&user);
         vec![
             Effect::Claim { user, session },
-            Effect::LoadSocial { user },
+            Effect::LoadSocial { user, reply: Some(0) },
             self.presence_effect(user, username, PresenceState::Online, true),
             Effect::Event {
                 kind: "user_login",
@@ -287,17 +292,22 @@ impl Hub {
         }
         self.chat_limiter.reset(&user);
         out.push(Effect::Release { user });
-        out.push(self.presence_effect(user, &member.username, PresenceState::Offline, false));
+        if !member.replaced {
+            out.push(self.presence_effect(user, &member.username, PresenceState::Offline, false));
+        }
         out
     }
 
-    /// Login answered with `user`'s friends and blocks: kept for presence and DMs, and the user
-    /// is told which friends are online.
-    pub fn social_loaded(&mut self, user: Uuid, social: Social) -> Vec<Effect> {
+    /// Login answered with `user`'s friends and blocks (`None`: login could not be asked, the
+    /// list known so far stands): kept for presence and DMs, and with `reply` the user is told
+    /// which friends are online.
+    pub fn social_loaded(&mut self, user: Uuid, social: Option<Social>, reply: Option<u32>) -> Vec<Effect> {
         let Some(member) = self.members.get_mut(&user) else { return Vec::new() };
-        member.friends = social.friends.into_iter().collect();
-        member.blocked = social.blocked;
-        vec![self.friends_presence_effect(user, 0)]
+        if let Some(social) = social {
+            member.friends = social.friends.into_iter().collect();
+            member.blocked = social.blocked;
+        }
+        reply.map(|cid| self.friends_presence_effect(user, cid)).into_iter().collect()
     }
 
     /// An authenticated request from the session core.
@@ -306,10 +316,8 @@ impl Hub {
             return vec![error(user, cid, ErrorCode::Unavailable, "session is not ready")];
         }
         match body {
-            ClientBodyT::FriendsPresenceRequest(_) => {
-                // A fresh friend list too, so friendships made since login show up.
-                vec![Effect::LoadSocial { user }, self.friends_presence_effect(user, cid)]
-            }
+            // A fresh friend list first, so friendships made since login show up.
+            ClientBodyT::FriendsPresenceRequest(_) => vec![Effect::LoadSocial { user, reply: Some(cid) }],
             ClientBodyT::ChatSend(send) => self.chat_send(user, cid, &send, now_ms),
             ClientBodyT::RoomJoin(join) => self.room_join(user, cid, &join.room),
             ClientBodyT::RoomLeave(leave) => self.room_leave(user, cid, &leave.room),
@@ -498,7 +506,10 @@ impl Hub {
             // The driver decodes the frame (it holds the codec) and calls `deliver`.
             BusMessage::Deliver { .. } => {}
             BusMessage::Kick { user, session } => {
-                if self.members.get(&user).is_some_and(|m| m.session != session) {
+                if let Some(member) = self.members.get_mut(&user)
+                    && member.session != session
+                {
+                    member.replaced = true;
                     out.push(Effect::Kick { user });
                 }
             }

@@ -334,7 +334,7 @@ impl Owner {
             Completion::Push(messages) => {
                 return messages.into_iter().flat_map(|(user, message)| self.core.push(user, message)).collect();
             }
-            Completion::Social { user, social } => self.hub.social_loaded(user, social),
+            Completion::Social { user, social, reply } => self.hub.social_loaded(user, social, reply),
             Completion::Queue { user, cid, op, answer } => self.hub.queue_answer(user, cid, &op, answer),
             Completion::Bus(BusMessage::Deliver { to, frame }) => match self.codec.decode_server(&frame) {
                 Ok(message) => self.hub.deliver(&to, &message),

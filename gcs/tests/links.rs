@@ -172,6 +172,34 @@ async fn garbage_after_hello_is_malformed_and_others_are_unaffected() -> Result<
 }
 
 #[tokio::test]
+async fn an_oversize_message_closes_only_its_link() -> Result<()> {
+    let fx = Fixture::start(SessionConfig::default()).await?;
+    // A client that allows itself larger frames than the server does.
+    let config = transport::WsClientConfig { max_frame_bytes: 4 * protocol::MAX_FRAME_BYTES, ..Default::default() };
+    let url = format!("ws://{}/ws", fx.server.ws_addr());
+    let mut big = Client::Ws(transport::WsClient::connect_with(&url, config).await?);
+    let mut other = fx.enet().await?;
+    big.hello(&fx.token("ada", 0)?.2).await?;
+    other.hello(&fx.token("bob", 0)?.2).await?;
+    big.send_raw(vec![0u8; protocol::MAX_FRAME_BYTES + 1024])?;
+    let mut closed = false;
+    for _ in 0..100 {
+        match big.event().await {
+            Ok(transport::ClientEvent::Closed(reason)) => {
+                println!("an oversize frame closed the link: {reason:?}");
+                closed = true;
+                break;
+            }
+            Ok(transport::ClientEvent::Message { .. }) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(closed, "an oversize frame must close the link");
+    assert_eq!(other.ping(5).await?.client_time_ms, 5, "the other links are unaffected");
+    fx.stop().await
+}
+
+#[tokio::test]
 async fn a_second_login_replaces_the_first() -> Result<()> {
     let fx = Fixture::start(SessionConfig::default()).await?;
     let user = Uuid::new_v4();

@@ -9,7 +9,8 @@
 //!   [`rules::bench_support`] plays, records and replays bot games for the bench.
 //! - [`catalog`]: the game data (cards, starter decks, recipes), validated into a
 //!   [`catalog::Catalog`]; [`catalog::store`] loads it from the tables migration 0003 seeds.
-//! - [`bot`]: a bot that plays legal moves with a simple strategy, from a player's view only.
+//! - [`bot`]: a bot that plays legal moves with a simple strategy, from a player's view only;
+//!   [`autoplay`]: the same bot playing one seat over the wire (snapshots in, commands out).
 //! - [`wire`]: conversions between the engine's plain types and the `protocol` messages
 //!   (`GameSnapshot`, `GameEvent`, `GameCommand`), where hidden information is filtered per player.
 //! - [`server`]: the network server: [`server::InstanceHost`] hosts matches over ENet/DTLS and
@@ -22,6 +23,7 @@
 //! - A refused command changes nothing (every check runs before the first mutation).
 //! - A player's view and events never hold the opponent's hand cards or any deck order.
 
+pub mod autoplay;
 pub mod bot;
 pub mod catalog;
 pub mod rules;

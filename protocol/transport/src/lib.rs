@@ -7,12 +7,15 @@
 //! - [`ws`]: the WebSocket server (sharded, optional TLS) and client.
 //! - [`enet`]: ENet inside DTLS 1.2 on one UDP socket (Godot-compatible), server and client;
 //!   [`cert`]: the DTLS server identity (ECDSA P-256); `dtls`: the internal DTLS session type.
+//! - [`client`]: [`Client`], a client link of either kind speaking typed protocol messages with
+//!   bounded waits (tests, the bench, tools).
 //! - [`service_link`]: the framed, token-authenticated TCP link between services (GCS ↔
 //!   matchmaker, instance → matchmaker), server and reconnecting client.
 //! - [`conditioner`]: a deterministic, seeded link conditioner for tests (latency, jitter, loss,
 //!   reordering, duplication), sans-IO with an async adapter.
 
 pub mod cert;
+pub mod client;
 pub mod conditioner;
 mod dtls;
 pub mod enet;
@@ -22,6 +25,7 @@ pub mod service_link;
 pub mod ws;
 
 pub use cert::ServerIdentity;
+pub use client::{Client, ClientError};
 pub use enet::{ClientTrust, EnetClient, EnetClientConfig, EnetConfig, EnetServer, EnetServerStats};
 pub use conditioner::{AsyncConditioner, BurstLoss, Conditioner, ConditionerConfig};
 pub use error::TransportError;

@@ -1,0 +1,603 @@
+//! Two real `gcs` processes against the real Redis (and a real Postgres, and a real login server
+//! run in this process): presence and direct messages cross nodes, a second login on the other
+//! node replaces the first, a logout closes the live link on whichever node holds it within a
+//! second, and a node killed with SIGKILL loses its users from the directory within the TTL.
+//!
+//! Each node is the `gcs` binary started with `--set` overrides: its own node id and loopback
+//! ports (picked free by this test), and a shared key file, TLS identity, database, Redis prefix
+//! (unique per run), login URL and service token. Every wait is bounded, the whole test stops
+//! within a minute, and a guard kills each child process on every exit path.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use migrations::testing::TestDb;
+use protocol::tavern::{
+    ChannelKind, ChannelT, ChatSendT, ClientBodyT, ClientMessageT, PresenceState, ServerBodyT, ServerMessageT, UuidT,
+};
+use protocol::{ErrorCode, build};
+use serde_json::{Value, json};
+use token_service::{Keyring, RedisRevocations, TokenConfig, Tokens};
+use tokio_util::sync::CancellationToken;
+use transport::{ClientEvent, ClientTrust, CloseReason, EnetClient, EnetClientConfig, ServerIdentity, WsClient};
+use uuid::Uuid;
+
+mod support;
+use support::{Client, WAIT, within};
+
+const SERVICE_TOKEN: &str = "two-nodes-test-service-token";
+const PASSWORD: &str = "correct horse battery";
+/// The directory TTL both nodes run with.
+const TTL: Duration = Duration::from_millis(1_500);
+/// How long a revoked session's link may stay open: the design's second, plus tolerance for a
+/// loaded test machine (the HTTP round trip to login is inside the measurement).
+const REVOCATION_LIMIT: Duration = Duration::from_millis(1_500);
+/// The whole test, worst case.
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+/// How long a node may take from spawn to `/readyz` answering 200.
+const START_LIMIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gcs_processes_on_real_redis() -> Result<()> {
+    let db = TestDb::postgres().await;
+    let scratch = Scratch::new()?;
+    let redis_url = migrations::testing::redis_url();
+    let prefix = format!("test:two-nodes:{}:", Uuid::new_v4().simple());
+    let outcome = tokio::time::timeout(TEST_LIMIT, scenario(&db, &scratch.0, &redis_url, &prefix)).await;
+    // Whatever happened, the child processes are gone by now (their guards lived in `scenario`).
+    if !matches!(outcome, Ok(Ok(()))) {
+        for node in ["gcs-a", "gcs-b"] {
+            print_log_tail(&scratch.0.join(format!("{node}.log")));
+        }
+    }
+    let _ = tokio::time::timeout(WAIT, delete_prefix(&redis_url, &prefix)).await;
+    let _ = tokio::time::timeout(WAIT, db.drop_db()).await;
+    outcome.context("the two-node test did not finish within its time limit")?
+}
+
+async fn scenario(db: &TestDb, dir: &Path, redis_url: &str, prefix: &str) -> Result<()> {
+    // Shared keys and TLS identity, written before either node starts.
+    let key_file = dir.join("token-keys.json");
+    let keyring = Keyring::generate();
+    keyring.save(&key_file)?;
+    let identity_dir = dir.join("tls");
+    let identity = ServerIdentity::load_or_create(&identity_dir)?;
+
+    let shutdown = CancellationToken::new();
+    let _stop_login = shutdown.clone().drop_guard();
+    let login = start_login(db, keyring, redis_url, prefix, shutdown.clone()).await?;
+    let world = World { http: reqwest::Client::new(), login: login.clone(), cert: identity.cert_sha256() };
+
+    let shared = Shared {
+        key_file,
+        identity_dir,
+        database_url: db.url.clone(),
+        redis_url: redis_url.to_owned(),
+        redis_prefix: prefix.to_owned(),
+        login_url: login,
+        dir: dir.to_owned(),
+    };
+    let ports = Ports::pick(2)?;
+    let mut node_a = Node::spawn("gcs-a", &shared, ports[0])?;
+    let mut node_b = Node::spawn("gcs-b", &shared, ports[1])?;
+    node_a.ready(&world.http).await?;
+    node_b.ready(&world.http).await?;
+    let mut redis = RedisProbe::connect(redis_url, prefix).await?;
+
+    let ada = world.register("ada").await?;
+    let bob = world.register("bob").await?;
+    let cyd = world.register("cyd").await?;
+    world.befriend(&ada, &bob).await?;
+
+    // 1. Presence crosses nodes. Ada on A over ENet/DTLS sees Bob offline; Bob links to B over
+    // WebSocket; Ada hears he logged in and is online; Bob's list shows Ada online.
+    let mut a = world.link(&node_a, Kind::Enet, "ada", &ada.token).await?;
+    let list = a.friends_list_push().await?;
+    ensure!(list == [(bob.id, PresenceState::Offline)], "ada's friends before bob links: {list:?}");
+    redis.wait_for(ada.id, Some("gcs-a")).await?;
+
+    let mut b = world.link(&node_b, Kind::Ws, "bob", &bob.token).await?;
+    a.friend_came_online(bob.id).await?;
+    let list = b.friends_list_push().await?;
+    ensure!(list == [(ada.id, PresenceState::Online)], "bob's friends: {list:?}");
+    redis.wait_for(bob.id, Some("gcs-b")).await?;
+
+    // 2. Direct messages cross nodes both ways.
+    let sent = a.say(direct(bob.id), "ada on a to bob on b").await?;
+    ensure!(sent.body.as_chat_sent().is_some_and(|s| s.id > 0), "dm sent: {sent:?}");
+    ensure!(b.heard("ada on a to bob on b").await? == (ada.id, ChannelKind::Direct));
+    let sent = b.say(direct(ada.id), "bob on b to ada on a").await?;
+    ensure!(sent.body.as_chat_sent().is_some_and(|s| s.id > 0), "dm sent: {sent:?}");
+    ensure!(a.heard("bob on b to ada on a").await? == (bob.id, ChannelKind::Direct));
+
+    // 3. Bob logs in again on node A: node B closes his older link with SessionReplaced.
+    let bob_again = world.login("bob").await?;
+    let mut b_on_a = world.link(&node_a, Kind::Ws, "bob@a", &bob_again).await?;
+    b.closed_with(ErrorCode::SessionReplaced).await?;
+    redis.wait_for(bob.id, Some("gcs-a")).await?;
+    // Whatever node B says as Bob's old session ends, Ada's view of Bob must stay online. A short
+    // pause lets node B's bus messages about the old session arrive first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (list, pushes) = a.friends_list_request().await?;
+    ensure!(list == [(bob.id, PresenceState::Online)], "ada's friends after bob moved to node a: {list:?}");
+    let last_push = pushes
+        .iter()
+        .filter_map(|m| m.body.as_presence_update())
+        .filter(|p| Uuid::from_bytes(p.user_id.bytes) == bob.id)
+        .map(|p| p.state)
+        .next_back();
+    ensure!(
+        last_push != Some(PresenceState::Offline),
+        "ada was last pushed bob OFFLINE after his session moved from node b to node a (he is online on node a)"
+    );
+
+    // 4. A logout closes the live link within a second, on either node: Bob's on node A
+    // (logout), Cyd's on node B (logout-all). Both nodes hear it only through Redis.
+    let took = world.revoke(&mut b_on_a, "/auth/logout", &bob_again).await?;
+    println!("revocation on node a (logout): link closed {} ms after the request", took.as_millis());
+    ensure!(took < REVOCATION_LIMIT, "revocation on node a took {took:?}");
+    // His session ended with it: Ada sees him offline.
+    let state = a
+        .push("bob offline after his logout", |b| match b {
+            ServerBodyT::PresenceUpdate(p) if Uuid::from_bytes(p.user_id.bytes) == bob.id => Some(p.state),
+            _ => None,
+        })
+        .await?;
+    ensure!(state == PresenceState::Offline, "ada saw bob {state:?} after his logout");
+    let mut c = world.link(&node_b, Kind::Ws, "cyd", &cyd.token).await?;
+    let took = world.revoke(&mut c, "/auth/logout-all", &cyd.token).await?;
+    println!("revocation on node b (logout-all): link closed {} ms after the request", took.as_millis());
+    ensure!(took < REVOCATION_LIMIT, "revocation on node b took {took:?}");
+    // The revoked token cannot say hello again on either node.
+    let mut again = world.connect(&node_a, Kind::Ws).await?;
+    again.send(&support::hello(protocol::PROTOCOL_VERSION, Some(&cyd.token), None))?;
+    again.refused(ErrorCode::TokenRevoked).await?;
+
+    // 5. Bob is back on node B; node B is killed (SIGKILL): his directory entry expires within
+    // the TTL without anyone cleaning up, and Ada's list then shows him offline.
+    let bob_third = world.login("bob").await?;
+    let _b3 = world.link(&node_b, Kind::Ws, "bob@b", &bob_third).await?;
+    a.friend_came_online(bob.id).await?;
+    redis.wait_for(bob.id, Some("gcs-b")).await?;
+    node_b.kill()?;
+    let gone = redis.wait_gone(bob.id, TTL + Duration::from_secs(1)).await?;
+    println!("node b killed: bob's directory key expired {} ms later (ttl {} ms)", gone.as_millis(), TTL.as_millis());
+    let (list, _) = a.friends_list_request().await?;
+    ensure!(list == [(bob.id, PresenceState::Offline)], "ada's friends after node b died: {list:?}");
+    // Node A is unaffected.
+    ensure!(redis.node_of(ada.id).await?.as_deref() == Some("gcs-a"));
+    a.client.ping(7).await?;
+
+    node_a.kill()?;
+    Ok(())
+}
+
+// -------------------------------------------------------------------------------------------
+// The GCS processes
+
+/// Settings both nodes share.
+struct Shared {
+    key_file: PathBuf,
+    identity_dir: PathBuf,
+    database_url: String,
+    redis_url: String,
+    redis_prefix: String,
+    login_url: String,
+    dir: PathBuf,
+}
+
+/// One node's loopback listeners.
+#[derive(Clone, Copy, Debug)]
+struct Ports {
+    enet: SocketAddr,
+    ws: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Ports {
+    /// Free ports for `n` nodes: bound all at once (so no two collide), then released for the
+    /// nodes to bind.
+    fn pick(n: usize) -> Result<Vec<Ports>> {
+        let mut held = Vec::new();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let enet = UdpSocket::bind("127.0.0.1:0")?;
+            let ws = TcpListener::bind("127.0.0.1:0")?;
+            let admin = TcpListener::bind("127.0.0.1:0")?;
+            out.push(Ports { enet: enet.local_addr()?, ws: ws.local_addr()?, admin: admin.local_addr()? });
+            held.push((enet, ws, admin));
+        }
+        drop(held);
+        Ok(out)
+    }
+}
+
+/// A `gcs` child process; dropping it kills the process (SIGKILL) and reaps it.
+struct Node {
+    name: &'static str,
+    child: Option<Child>,
+    ports: Ports,
+    log: PathBuf,
+}
+
+impl Node {
+    fn spawn(name: &'static str, shared: &Shared, ports: Ports) -> Result<Node> {
+        let log = shared.dir.join(format!("{name}.log"));
+        let out = File::create(&log)?;
+        let err = out.try_clone()?;
+        let sets = [
+            format!("node_id={name}"),
+            format!("enet_bind={}", ports.enet),
+            format!("ws_bind={}", ports.ws),
+            format!("admin_bind={}", ports.admin),
+            format!("key_file={}", shared.key_file.display()),
+            format!("identity_dir={}", shared.identity_dir.display()),
+            format!("database_url={}", shared.database_url),
+            format!("redis_url={}", shared.redis_url),
+            format!("redis_prefix={}", shared.redis_prefix),
+            format!("login_url={}", shared.login_url),
+            format!("service_token={SERVICE_TOKEN}"),
+            format!("directory_ttl_ms={}", TTL.as_millis()),
+            // The test's clients do not send heartbeats; the links must outlive its pauses.
+            "session.dead_link_timeout_ms=60000".to_owned(),
+            "log.level=info".to_owned(),
+        ];
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gcs"));
+        for set in &sets {
+            command.arg("--set").arg(set);
+        }
+        // Only these flags configure the node, not whatever `TAVERN_*` the test runs under.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("TAVERN_") {
+                command.env_remove(key);
+            }
+        }
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = command.spawn().with_context(|| format!("cannot start {name}"))?;
+        Ok(Node { name, child: Some(child), ports, log })
+    }
+
+    /// Waits until `/readyz` answers 200 (listeners bound, Redis subscriptions live).
+    async fn ready(&mut self, http: &reqwest::Client) -> Result<()> {
+        let url = format!("http://{}/readyz", self.ports.admin);
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
+            if let Some(child) = &mut self.child
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("{} exited during start ({status}); log in {}", self.name, self.log.display());
+            }
+            let answer = http.get(&url).timeout(Duration::from_secs(1)).send().await;
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "{} not ready within {START_LIMIT:?}; log in {}", self.name, self.log.display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: no goodbye, no directory release, no bus message.
+    fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!("tavern-two-nodes-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn print_log_tail(path: &Path) {
+    let Ok(text) = std::fs::read_to_string(path) else { return };
+    let lines: Vec<&str> = text.lines().collect();
+    eprintln!("---- last lines of {} ----", path.display());
+    for line in &lines[lines.len().saturating_sub(60)..] {
+        eprintln!("{line}");
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Login, in this process, on the same database and Redis
+
+async fn start_login(db: &TestDb, keyring: Keyring, redis_url: &str, prefix: &str, shutdown: CancellationToken) -> Result<String> {
+    // Logouts are written to Redis and published there: that is how the nodes hear of them.
+    let revocations = Arc::new(RedisRevocations::connect(redis_url, prefix).await?);
+    let tokens = Tokens::new(keyring, TokenConfig::default(), db.db.clone(), revocations);
+    let mut config = login::LoginConfig::default();
+    config.password_hashing.memory_kib = 1024;
+    config.password_hashing.iterations = 1;
+    config.service_token = Some(SERVICE_TOKEN.into());
+    config.redis_url = Some(redis_url.to_owned());
+    config.redis_prefix = prefix.to_owned();
+    let registry = prometheus::Registry::new();
+    let state = login::AppState::new(config, db.db.clone(), tokens, &registry)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(login::serve(listener, state, shutdown));
+    Ok(url)
+}
+
+/// A registered account.
+struct Account {
+    id: Uuid,
+    token: String,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Enet,
+    Ws,
+}
+
+/// The test's side: login's REST API and the nodes' client links.
+struct World {
+    http: reqwest::Client,
+    login: String,
+    cert: [u8; 32],
+}
+
+impl World {
+    async fn rest(&self, path: &str, token: Option<&str>, body: Value) -> Result<Value> {
+        let mut req = self.http.post(format!("{}/v1{path}", self.login)).json(&body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = within(req.send()).await??;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        ensure!(status.is_success(), "{path}: {status} {body}");
+        Ok(body)
+    }
+
+    async fn register(&self, name: &str) -> Result<Account> {
+        let body = self.rest("/auth/register", None, json!({"username": name, "password": PASSWORD})).await?;
+        Ok(Account {
+            id: body["user_id"].as_str().context("user_id")?.parse()?,
+            token: body["session_token"].as_str().context("session_token")?.to_owned(),
+        })
+    }
+
+    /// A password login: a new session (and token) for the account.
+    async fn login(&self, name: &str) -> Result<String> {
+        let body = self.rest("/auth/login", None, json!({"username": name, "password": PASSWORD})).await?;
+        Ok(body["session_token"].as_str().context("session_token")?.to_owned())
+    }
+
+    async fn befriend(&self, a: &Account, b: &Account) -> Result<()> {
+        self.rest("/friends/requests", Some(&a.token), json!({"user_id": b.id})).await?;
+        self.rest(&format!("/friends/requests/{}/accept", a.id), Some(&b.token), json!({})).await?;
+        Ok(())
+    }
+
+    async fn connect(&self, node: &Node, kind: Kind) -> Result<Client> {
+        Ok(match kind {
+            Kind::Enet => {
+                let config = EnetClientConfig::new(node.ports.enet, ClientTrust::PinSha256(self.cert));
+                Client::Enet(EnetClient::connect(config, WAIT).await?)
+            }
+            Kind::Ws => Client::Ws(WsClient::connect(&format!("ws://{}/ws", node.ports.ws), None, WAIT).await?),
+        })
+    }
+
+    async fn link(&self, node: &Node, kind: Kind, name: &str, token: &str) -> Result<User> {
+        let mut client = self.connect(node, kind).await?;
+        client.hello(token).await.with_context(|| format!("{name} saying hello to {}", node.name))?;
+        Ok(User { name: name.to_owned(), client, next_cid: 10 })
+    }
+
+    /// Calls `path` (a logout) with `token` and measures until `user`'s link closes with
+    /// `TokenRevoked`.
+    async fn revoke(&self, user: &mut User, path: &str, token: &str) -> Result<Duration> {
+        let started = Instant::now();
+        self.rest(path, Some(token), json!({})).await?;
+        user.closed_with(ErrorCode::TokenRevoked).await?;
+        Ok(started.elapsed())
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// A linked user
+
+struct User {
+    name: String,
+    client: Client,
+    next_cid: u32,
+}
+
+impl User {
+    /// Sends a request and returns its answer, with the pushes that came before it.
+    async fn request(&mut self, body: ClientBodyT) -> Result<(ServerMessageT, Vec<ServerMessageT>)> {
+        self.next_cid += 1;
+        let cid = self.next_cid;
+        self.client.send(&ClientMessageT::request(cid, body))?;
+        let mut pushes = Vec::new();
+        for _ in 0..1_000 {
+            let m = self.client.recv().await.with_context(|| format!("{} waiting for the answer to {cid}", self.name))?;
+            if m.cid == cid {
+                return Ok((m, pushes));
+            }
+            pushes.push(m);
+        }
+        bail!("{}: no answer to {cid}", self.name)
+    }
+
+    /// The next push matching `pick`, skipping others (bounded).
+    async fn push<T>(&mut self, what: &str, pick: impl Fn(&ServerBodyT) -> Option<T>) -> Result<T> {
+        for _ in 0..1_000 {
+            let m = self.client.recv().await.with_context(|| format!("{} waiting for {what}", self.name))?;
+            if m.cid == 0
+                && let Some(t) = pick(&m.body)
+            {
+                return Ok(t);
+            }
+        }
+        bail!("{} never got {what}", self.name)
+    }
+
+    /// The friends list pushed after login loaded it.
+    async fn friends_list_push(&mut self) -> Result<Vec<(Uuid, PresenceState)>> {
+        self.push("friends presence", |b| b.as_friends_presence_list().map(|l| states(l))).await
+    }
+
+    /// Asks for the friends list; the answer and the pushes received before it.
+    async fn friends_list_request(&mut self) -> Result<(Vec<(Uuid, PresenceState)>, Vec<ServerMessageT>)> {
+        let (answer, pushes) = self.request(ClientBodyT::FriendsPresenceRequest(Box::default())).await?;
+        let list = answer.body.as_friends_presence_list().with_context(|| format!("expected a friends list, got {answer:?}"))?;
+        Ok((states(list), pushes))
+    }
+
+    /// Waits for both pushes a friend's login brings: `FriendOnline` and `PresenceUpdate(Online)`.
+    async fn friend_came_online(&mut self, friend: Uuid) -> Result<()> {
+        let (mut online, mut update) = (false, false);
+        for _ in 0..1_000 {
+            let m = self.client.recv().await.with_context(|| format!("{} waiting for {friend} online", self.name))?;
+            match &m.body {
+                ServerBodyT::FriendOnline(f) if Uuid::from_bytes(f.friend.user_id.bytes) == friend => online = true,
+                ServerBodyT::PresenceUpdate(p) if Uuid::from_bytes(p.user_id.bytes) == friend => {
+                    ensure!(p.state == PresenceState::Online, "{}: {friend} went {:?}", self.name, p.state);
+                    update = true;
+                }
+                _ => {}
+            }
+            if online && update {
+                return Ok(());
+            }
+        }
+        bail!("{} never saw {friend} come online", self.name)
+    }
+
+    async fn say(&mut self, channel: ChannelT, text: &str) -> Result<ServerMessageT> {
+        let send = build!(ChatSendT { channel: Box::new(channel), text: text.to_owned() });
+        Ok(self.request(ClientBodyT::ChatSend(Box::new(send))).await?.0)
+    }
+
+    /// The next chat message pushed with `text`: its sender and channel kind.
+    async fn heard(&mut self, text: &str) -> Result<(Uuid, ChannelKind)> {
+        self.push(&format!("chat {text:?}"), |b| match b {
+            ServerBodyT::ChatMessage(m) if m.text == text => Some((Uuid::from_bytes(m.from_user_id.bytes), m.channel.kind)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Skips pushes until the server says `code` (closing the link) and the link closes with it.
+    async fn closed_with(&mut self, code: ErrorCode) -> Result<()> {
+        let mut told = false;
+        for _ in 0..1_000 {
+            match self.client.event().await.with_context(|| format!("{} waiting for {code:?}", self.name))? {
+                ClientEvent::Message { data, .. } => {
+                    let m = protocol::Codec::new(protocol::Limits::default()).decode_server(&data)?;
+                    if let Some(error) = m.body.as_error() {
+                        ensure!(
+                            (error.error_code(), error.closes_link) == (Some(code), true),
+                            "{}: expected {code:?} closing the link, got {error:?}",
+                            self.name
+                        );
+                        told = true;
+                    }
+                }
+                ClientEvent::Closed(reason) => {
+                    ensure!(reason == CloseReason::Remote { code: code.code() }, "{}: closed with {reason:?}, not {code:?}", self.name);
+                    ensure!(told, "{}: the link closed with {code:?} but no error message said why", self.name);
+                    return Ok(());
+                }
+            }
+        }
+        bail!("{}: the link never closed", self.name)
+    }
+}
+
+fn states(list: &protocol::tavern::FriendsPresenceListT) -> Vec<(Uuid, PresenceState)> {
+    list.friends.iter().flatten().map(|f| (Uuid::from_bytes(f.user_id.bytes), f.state)).collect()
+}
+
+fn direct(to: Uuid) -> ChannelT {
+    build!(ChannelT { kind: ChannelKind::Direct, user_id: Some(UuidT::from_bytes(*to.as_bytes())) })
+}
+
+// -------------------------------------------------------------------------------------------
+// Redis, read directly
+
+/// Reads the directory's keys (`{prefix}user.<uuid>` = node id) straight from Redis.
+struct RedisProbe {
+    conn: redis::aio::MultiplexedConnection,
+    prefix: String,
+}
+
+impl RedisProbe {
+    async fn connect(url: &str, prefix: &str) -> Result<RedisProbe> {
+        let conn = within(redis::Client::open(url)?.get_multiplexed_async_connection()).await??;
+        Ok(RedisProbe { conn, prefix: prefix.to_owned() })
+    }
+
+    async fn node_of(&mut self, user: Uuid) -> Result<Option<String>> {
+        let key = format!("{}user.{user}", self.prefix);
+        Ok(within(redis::cmd("GET").arg(&key).query_async::<Option<String>>(&mut self.conn)).await??)
+    }
+
+    /// Polls until `user`'s entry names `node` (bounded by [`WAIT`]).
+    async fn wait_for(&mut self, user: Uuid, node: Option<&str>) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let now = self.node_of(user).await?;
+            if now.as_deref() == node {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "directory: {user} is on {now:?}, expected {node:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls until `user`'s entry is gone; how long that took. Fails past `limit`.
+    async fn wait_gone(&mut self, user: Uuid, limit: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        loop {
+            let now = self.node_of(user).await?;
+            if now.is_none() {
+                return Ok(started.elapsed());
+            }
+            ensure!(started.elapsed() < limit, "directory: {user} still on {now:?} {limit:?} after its node died");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Removes every key of this run (the events stream, revocations, what the nodes left).
+async fn delete_prefix(url: &str, prefix: &str) -> Result<()> {
+    let mut conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await?;
+    if !keys.is_empty() {
+        redis::cmd("DEL").arg(keys).query_async::<()>(&mut conn).await?;
+    }
+    Ok(())
+}
