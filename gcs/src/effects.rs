@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::tavern::{
-    CancelTicketT, ChannelKind, ChatHistoryT, ChatSentT, EnqueueTicketT, MatchFoundPushT, PresenceState, ServerBodyT, ServerMessageT,
+    CancelTicketT, ChannelKind, ChatHistoryT, ChatSentT, EnqueueTicketT, MatchFoundPushT, RejoinTicketT, PresenceState, ServerBodyT, ServerMessageT,
     ServiceBodyT, TicketStatusRequestT,
 };
 use protocol::{Codec, ErrorCode};
@@ -301,6 +301,10 @@ impl Runner {
             QueueOp::Status { ticket } => {
                 ServiceBodyT::TicketStatusRequest(Box::new(protocol::build!(TicketStatusRequestT { ticket_id: hub::uuid_t(*ticket) })))
             }
+            QueueOp::Rejoin { match_id } => ServiceBodyT::RejoinTicket(Box::new(protocol::build!(RejoinTicketT {
+                match_id: hub::uuid_t(*match_id),
+                user_id: hub::uuid_t(user),
+            }))),
         };
         match matchmaker.request(body, MATCHMAKER_TIMEOUT).await {
             Ok(answer) => match answer.body {
@@ -311,6 +315,7 @@ impl Runner {
                     waited_ms: s.waited_ms,
                 },
                 ServiceBodyT::Ack(_) => QueueAnswer::Cancelled,
+                ServiceBodyT::MatchFoundPush(found) => QueueAnswer::Found(found),
                 ServiceBodyT::Error(e) => {
                     let code = ErrorCode::from_u16(e.code).unwrap_or(ErrorCode::Internal);
                     QueueAnswer::Failed(code, e.message.clone())

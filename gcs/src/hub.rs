@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use protocol::ErrorCode;
 use protocol::tavern::{
     ChannelKind, ChannelT, ChatHistoryRequestT, ChatMessageT, ChatSendT, ClientBodyT, FriendOnlineT, FriendPresenceT, MatchFoundPushT,
-    MatchFoundT, PlayerInfoT, PresenceState, PresenceUpdateT, QueueJoinT, QueueState, QueueStatusT, RoomMemberChangedT,
+    MatchFoundT, MatchPlayerT, PlayerInfoT, PresenceState, PresenceUpdateT, QueueJoinT, QueueState, QueueStatusT, RoomMemberChangedT,
     RoomMembersT, ServerBodyT, ServerMessageT, UuidT,
 };
 use serde::{Deserialize, Serialize};
@@ -118,6 +118,8 @@ pub enum QueueOp {
     Enqueue { ticket: Uuid, mode: String, regions: Vec<String> },
     Cancel { ticket: Uuid },
     Status { ticket: Uuid },
+    /// A fresh join token for a match the user is in (a rejoin after a drop).
+    Rejoin { match_id: Uuid },
 }
 
 /// What the driver must do.
@@ -158,6 +160,8 @@ pub enum Effect {
 pub enum QueueAnswer {
     Status { state: QueueState, position: u32, estimated_wait_ms: u32, waited_ms: u32 },
     Cancelled,
+    /// A rejoin's answer: the match with this player's fresh join token.
+    Found(Box<MatchFoundPushT>),
     Failed(ErrorCode, String),
 }
 
@@ -326,6 +330,11 @@ impl Hub {
             ClientBodyT::QueueJoin(join) => self.queue_join(user, cid, &join),
             ClientBodyT::QueueLeave(_) => self.queue_leave(user, cid),
             ClientBodyT::QueueStatusRequest(_) => self.queue_status(user, cid),
+            ClientBodyT::RejoinRequest(r) => {
+                let username = self.members.get(&user).map(|m| m.username.clone()).unwrap_or_default();
+                let op = QueueOp::Rejoin { match_id: Uuid::from_bytes(r.match_id.bytes) };
+                vec![Effect::Queue { user, username, cid, op }]
+            }
             ClientBodyT::JoinMatch(_) | ClientBodyT::SnapshotRequest(_) | ClientBodyT::GameCommand(_) => {
                 vec![error(user, cid, ErrorCode::UnexpectedMessage, "game messages go to the instance server")]
             }
@@ -339,6 +348,7 @@ impl Hub {
         let Some(member) = self.members.get_mut(&user) else { return out };
         let ticket_id = match op {
             QueueOp::Enqueue { ticket, .. } | QueueOp::Cancel { ticket } | QueueOp::Status { ticket } => *ticket,
+            QueueOp::Rejoin { .. } => Uuid::nil(),
         };
         let mine = member.ticket.as_ref().is_some_and(|t| t.id == ticket_id);
         match answer {
@@ -367,6 +377,14 @@ impl Hub {
                     out.push(Effect::Push { user, message: ServerMessageT::ack(cid) });
                 }
             }
+            QueueAnswer::Found(push) => {
+                let found = push.players.iter().flatten().find(|p| p.player.user_id == uuid_t(user)).map(|p| match_found(&push, p));
+                let message = match found {
+                    Some(found) => ServerMessageT::response(cid, ServerBodyT::MatchFound(Box::new(found))),
+                    None => ServerMessageT::error(cid, ErrorCode::MatchNotFound, "not a player of that match"),
+                };
+                out.push(Effect::Push { user, message });
+            }
             QueueAnswer::Failed(code, message) => {
                 if mine && matches!(op, QueueOp::Enqueue { .. }) {
                     member.ticket = None;
@@ -383,19 +401,9 @@ impl Hub {
     /// join token; players held elsewhere are routed to their node.
     pub fn match_found(&mut self, push: &MatchFoundPushT) -> Vec<Effect> {
         let mut out = Vec::new();
-        let players: Vec<PlayerInfoT> = push.players.iter().flatten().map(|p| (*p.player).clone()).collect();
         for player in push.players.iter().flatten() {
             let user = Uuid::from_bytes(player.player.user_id.bytes);
-            let opponents: Vec<PlayerInfoT> = players.iter().filter(|p| p.user_id != player.player.user_id).cloned().collect();
-            let found = protocol::build!(MatchFoundT {
-                match_id: push.match_id.clone(),
-                instance: push.instance.clone(),
-                join_token: player.join_token.clone(),
-                join_by_ms: push.join_by_ms,
-                mode: Some(push.mode.clone()),
-                opponents: Some(opponents),
-            });
-            let message = ServerMessageT::push(ServerBodyT::MatchFound(Box::new(found)));
+            let message = ServerMessageT::push(ServerBodyT::MatchFound(Box::new(match_found(push, player))));
             if let Some(member) = self.members.get_mut(&user) {
                 member.ticket = None;
                 out.push(Effect::Push { user, message });
@@ -792,6 +800,20 @@ pub fn chat_message_t(id: i64, channel: ChannelT, from: Uuid, from_name: &str, t
 
 pub fn chat_message(id: i64, channel: ChannelT, from: Uuid, from_name: &str, text: &str, at_ms: i64) -> ServerMessageT {
     ServerMessageT::push(ServerBodyT::ChatMessage(Box::new(chat_message_t(id, channel, from, from_name, text, at_ms))))
+}
+
+/// `MatchFound` for one player of a formed match: their own join token, the others as opponents.
+fn match_found(push: &MatchFoundPushT, player: &MatchPlayerT) -> MatchFoundT {
+    let opponents: Vec<PlayerInfoT> =
+        push.players.iter().flatten().filter(|p| p.player.user_id != player.player.user_id).map(|p| (*p.player).clone()).collect();
+    protocol::build!(MatchFoundT {
+        match_id: push.match_id.clone(),
+        instance: push.instance.clone(),
+        join_token: player.join_token.clone(),
+        join_by_ms: push.join_by_ms,
+        mode: Some(push.mode.clone()),
+        opponents: Some(opponents),
+    })
 }
 
 /// A `FriendsPresenceList` answer.

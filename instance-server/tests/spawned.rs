@@ -67,7 +67,7 @@ struct Instance {
 }
 
 impl Instance {
-    /// Starts the binary with `args` and waits for both ready lines.
+    /// Starts the binary with `args` and waits for its ready line.
     async fn start(args: &[&str]) -> Result<Instance> {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_instance-server"))
             .args(args)
@@ -86,21 +86,13 @@ impl Instance {
                 .ok_or_else(|| anyhow!("stdout closed"))
         };
         let ready = next().await?;
-        let spawner_ready = next().await?;
-        ensure!(ready.starts_with("TAVERN_INSTANCE_READY "), "{ready:?}");
-        let spawner_ready = spawner_ready
-            .strip_prefix("TAVERN_READY ")
-            .ok_or_else(|| anyhow!("{spawner_ready:?}"))?
-            .to_owned();
+        let spawner_ready =
+            ready.strip_prefix("TAVERN_READY ").ok_or_else(|| anyhow!("not a ready line: {ready:?}"))?.to_owned();
+        let address: serde_json::Value = serde_json::from_str(&spawner_ready)?;
         let port = |key: &str| -> Result<u16> {
-            ready
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .ok_or_else(|| anyhow!("{ready:?} lacks {key}"))?
-                .parse()
-                .context("port")
+            address[key].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or_else(|| anyhow!("{ready:?} lacks {key}"))
         };
-        let (udp, ws) = (port("udp=")?, port("ws=")?);
+        let (udp, ws) = (port("udp_port")?, port("ws_port")?);
         Ok(Instance { child, udp, ws, spawner_ready })
     }
 

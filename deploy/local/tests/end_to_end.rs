@@ -230,3 +230,52 @@ async fn two_players_go_from_registration_to_a_rated_game_over_both_transports()
     let status = l.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_who_drops_off_the_instance_rejoins_with_a_fresh_token_from_the_gcs() {
+    let mut l = launch("rejoin");
+    let http = reqwest::Client::builder().timeout(WAIT).build().expect("http client");
+    let mut ada = arrive(&http, &l, "ada", None).await;
+    let mut bob = arrive(&http, &l, "bob", None).await;
+    let join = || ClientBodyT::QueueJoin(Box::new(build!(QueueJoinT { mode: "duel".into() })));
+    ada.request(join()).await;
+    bob.request(join()).await;
+    let found = ada.push("match found", |b| b.as_match_found().map(|f| (*f).clone())).await;
+    let found_bob = bob.push("match found", |b| b.as_match_found().map(|f| (*f).clone())).await;
+    let instance = found.instance.ws_url.clone().expect("a websocket url");
+    let enter = |token: String| {
+        let instance = instance.clone();
+        async move {
+            let mut link = Client::ws(&instance, WAIT).await.expect("links to the instance");
+            let join = build!(protocol::tavern::JoinMatchT { protocol_version: PROTOCOL_VERSION, join_token: token });
+            let answer = link.request(1, ClientBodyT::JoinMatch(Box::new(join)), WAIT, |_| {}).await.expect("an answer");
+            (link, answer)
+        }
+    };
+    let (mut ada_link, first) = enter(found.join_token.clone()).await;
+    assert!(first.body.as_game_snapshot().is_some(), "{first:?}");
+    let (_bob_link, answer) = enter(found_bob.join_token.clone()).await;
+    assert!(answer.body.as_game_snapshot().is_some(), "{answer:?}");
+
+    // Ada's link to the instance drops; her join token is spent.
+    ada_link.close(0).await;
+    let (_, replayed) = enter(found.join_token.clone()).await;
+    assert_eq!(replayed.body.as_error().and_then(|e| e.error_code()), Some(protocol::ErrorCode::JoinTokenReplayed), "{replayed:?}");
+    // The GCS gets her a fresh one for the same match and instance.
+    let rejoin = build!(protocol::tavern::RejoinRequestT { match_id: found.match_id.clone() });
+    let again = ada.request(ClientBodyT::RejoinRequest(Box::new(rejoin))).await;
+    let again = again.body.as_match_found().expect("a match found answer").clone();
+    assert_eq!((&again.match_id, &again.instance.instance_id), (&found.match_id, &found.instance.instance_id));
+    assert_ne!(again.join_token, found.join_token);
+    let (_ada_link, back) = enter(again.join_token).await;
+    let snapshot = back.body.as_game_snapshot().expect("a snapshot on return");
+    assert_eq!(uuid(&snapshot.match_id), uuid(&found.match_id));
+    // A match that is not hers is refused.
+    let other = build!(protocol::tavern::RejoinRequestT { match_id: UuidT::from_bytes(*Uuid::new_v4().as_bytes()) });
+    ada.cid += 1;
+    let refused = ada.gcs.request(ada.cid, ClientBodyT::RejoinRequest(Box::new(other)), WAIT, |_| {}).await.expect("an answer");
+    assert_eq!(refused.body.as_error().and_then(|e| e.error_code()), Some(protocol::ErrorCode::MatchNotFound), "{refused:?}");
+
+    let status = l.terminate();
+    assert!(status.success(), "{status:?}");
+}

@@ -4,9 +4,9 @@
 //! matches created through [`InstanceHost::create_match`] until shutdown (the launcher and the
 //! in-process allocator hold the host).
 //!
-//! Two ready lines are printed, one per reader: `TAVERN_INSTANCE_READY udp=<port> ws=<port>`
-//! ([`READY_PREFIX`]) and `TAVERN_READY {"udp_port":…,"ws_url":"…"}` ([`SPAWNER_READY_PREFIX`],
-//! the matchmaker's process spawner's contract). Each reader skips the other's line.
+//! One ready line is printed, the matchmaker's process spawner's contract:
+//! `TAVERN_READY {"udp_port":…,"ws_port":…,"ws_url":"…"}` ([`READY_PREFIX`]); readers ignore
+//! fields they do not know.
 //!
 //! Both modes open the database for the events outbox and run its relay. The relay stops only
 //! after the host has stopped, and gets a bounded final flush, so a spawned process does not
@@ -34,10 +34,8 @@ use super::host::{HostConfig, HostError, InstanceHost, SpecError};
 use super::metrics::InstanceMetrics;
 use super::report::{ReportError, ResultReporter};
 
-/// What the spawner waits for on stdout: `TAVERN_INSTANCE_READY udp=<port> ws=<port>`.
-pub const READY_PREFIX: &str = "TAVERN_INSTANCE_READY";
-/// The matchmaker process spawner's ready line prefix, followed by a JSON address.
-pub const SPAWNER_READY_PREFIX: &str = "TAVERN_READY";
+/// What the spawner waits for on stdout, followed by a JSON object of where the instance listens.
+pub const READY_PREFIX: &str = "TAVERN_READY";
 
 /// Why the instance server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -91,18 +89,14 @@ impl ResultReporter for LogReporter {
     }
 }
 
-/// The ready line for a host.
+/// The ready line for a host: [`READY_PREFIX`] and where it listens, as JSON.
 pub fn ready_line(host: &InstanceHost) -> String {
-    format!("{READY_PREFIX} udp={} ws={}", host.udp_addr().port(), host.ws_addr().port())
-}
-
-/// The matchmaker spawner's ready line for a host.
-pub fn spawner_ready_line(host: &InstanceHost) -> String {
     let address = serde_json::json!({
         "udp_port": host.address().udp_port,
+        "ws_port": host.ws_addr().port(),
         "ws_url": host.address().ws_url,
     });
-    format!("{SPAWNER_READY_PREFIX} {address}")
+    format!("{READY_PREFIX} {address}")
 }
 
 /// Runs the instance server as configured until the spawned match is reported or `shutdown`
@@ -198,7 +192,6 @@ pub async fn run_with(
         }
     };
     print_ready(&ready_line(&host));
-    print_ready(&spawner_ready_line(&host));
     match (config.mode, spec) {
         (Mode::Spawned, Some(spec)) => {
             host.create_match(spec)?;

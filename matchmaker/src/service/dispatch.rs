@@ -41,6 +41,8 @@ pub struct LiveMatch {
     pub teams: [Vec<Uuid>; 2],
     /// The GCS node of each player, told `MatchEnded` once the result is stored.
     pub nodes: Vec<(String, Uuid)>,
+    /// Where the match is played, for rejoin tokens.
+    pub address: InstanceAddressT,
 }
 
 /// How long the players' GCS nodes are told a match ended before the matchmaker gives up.
@@ -139,6 +141,13 @@ async fn deliver(shared: &Arc<Shared>, job: &MatchJob, spec: &MatchSpec, allocat
             }
         }
     }
+    let join_by_ms = now + shared.joins.ttl_ms();
+    let address = protocol::build!(InstanceAddressT {
+        instance_id: allocation.instance_id.clone(),
+        host: allocation.address.host.clone(),
+        udp_port: allocation.address.udp_port,
+        ws_url: allocation.address.ws_url.clone(),
+    });
     shared.live.insert(
         job.match_id,
         LiveMatch {
@@ -153,19 +162,13 @@ async fn deliver(shared: &Arc<Shared>, job: &MatchJob, spec: &MatchSpec, allocat
                 .flatten()
                 .flat_map(|(_, entry)| entry.players.iter().map(|p| (entry.node.clone(), Uuid::from_bytes(p.user_id.to_bytes()))))
                 .collect(),
+            address: address.clone(),
         },
     );
     for (_, entry) in job.teams.iter().flatten() {
         shared.forget(entry);
     }
     shared.metrics.delivered.with_label_values(&[job.mode_name.as_str()]).inc();
-    let join_by_ms = now + shared.joins.ttl_ms();
-    let address = protocol::build!(InstanceAddressT {
-        instance_id: allocation.instance_id.clone(),
-        host: allocation.address.host.clone(),
-        udp_port: allocation.address.udp_port,
-        ws_url: allocation.address.ws_url.clone(),
-    });
     tracing::info!(match_id = %job.match_id, instance_id = %allocation.instance_id, quality = job.quality, "match delivered");
     for (node, players) in by_node {
         let push = protocol::build!(MatchFoundPushT {

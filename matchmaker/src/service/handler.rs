@@ -41,6 +41,7 @@ impl Handler for Shared {
             ServiceBodyT::EnqueueTicket(e) if role == ServiceRole::Gcs => self.enqueue(link, *e).await,
             ServiceBodyT::CancelTicket(c) if role == ServiceRole::Gcs => Ok(self.cancel(&c)),
             ServiceBodyT::TicketStatusRequest(s) if role == ServiceRole::Gcs => Ok(self.status(&s)),
+            ServiceBodyT::RejoinTicket(r) if role == ServiceRole::Gcs => self.rejoin(&r),
             ServiceBodyT::MatchResult(r) if role == ServiceRole::Instance => self.result(*r).await,
             ServiceBodyT::InstanceReady(r) => {
                 tracing::info!(instance_id = %r.address.instance_id, free = r.free_slots, "instance ready");
@@ -271,6 +272,38 @@ impl Shared {
     }
 
     /// The match is over: forget it and give its instance back.
+    /// A fresh join token for a player of a live match (a rejoin after a drop): answered as a
+    /// `MatchFoundPush` naming only that player.
+    fn rejoin(&self, r: &protocol::tavern::RejoinTicketT) -> Answer {
+        let match_id = Uuid::from_bytes(r.match_id.to_bytes());
+        let user = Uuid::from_bytes(r.user_id.to_bytes());
+        let Some(live) = self.live.get(&match_id).map(|m| m.clone()) else {
+            return bad(ErrorCode::MatchNotFound, "no live match with that id");
+        };
+        let Some(team) = live.teams.iter().position(|t| t.contains(&user)) else {
+            return bad(ErrorCode::MatchNotFound, "the user is not in that match");
+        };
+        let now = super::now_ms();
+        let token = self
+            .joins
+            .mint(match_id, user, &live.instance_id, now)
+            .map_err(|e| (ErrorCode::Internal, format!("cannot mint a join token: {e}")))?;
+        let player = protocol::build!(protocol::tavern::MatchPlayerT {
+            player: Box::new(protocol::build!(protocol::tavern::PlayerInfoT { user_id: r.user_id.clone(), username: String::new() })),
+            ticket_id: UuidT::NIL,
+            join_token: token,
+            team: u8::try_from(team).unwrap_or(0),
+        });
+        tracing::info!(%match_id, %user, "rejoin token minted");
+        Ok(ServiceBodyT::MatchFoundPush(Box::new(protocol::build!(protocol::tavern::MatchFoundPushT {
+            match_id: r.match_id.clone(),
+            mode: live.mode.clone(),
+            instance: Box::new(live.address.clone()),
+            players: Some(vec![player]),
+            join_by_ms: now + self.joins.ttl_ms(),
+        }))))
+    }
+
     async fn finish(&self, match_id: Uuid, live: Option<&super::dispatch::LiveMatch>) {
         if let Some(live) = live
             && self.live.remove(&match_id).is_some()

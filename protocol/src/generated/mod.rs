@@ -96,6 +96,8 @@ pub mod tavern {
   pub use self::queue_status_generated::*;
   mod match_found_generated;
   pub use self::match_found_generated::*;
+  mod rejoin_request_generated;
+  pub use self::rejoin_request_generated::*;
   mod join_match_generated;
   pub use self::join_match_generated::*;
   mod snapshot_request_generated;
@@ -178,6 +180,8 @@ pub mod tavern {
   pub use self::match_result_ack_generated::*;
   mod match_ended_generated;
   pub use self::match_ended_generated::*;
+  mod rejoin_ticket_generated;
+  pub use self::rejoin_ticket_generated::*;
   mod service_message_generated;
   pub use self::service_message_generated::*;
 } // tavern

@@ -242,6 +242,7 @@ pub fn client_samples() -> Vec<ClientMessageT> {
             join_token: "join.token.mac".to_owned()
         }))),
         B::SnapshotRequest(Box::new(build!(SnapshotRequestT {}))),
+        B::RejoinRequest(Box::new(build!(RejoinRequestT { match_id: id(6) }))),
     ];
     bodies.extend(
         all_commands()
@@ -472,6 +473,7 @@ pub fn service_samples() -> Vec<ServiceMessageT> {
         }))),
         B::MatchResultAck(Box::new(build!(MatchResultAckT { match_id: id(6) }))),
         B::MatchEnded(Box::new(build!(MatchEndedT { match_id: id(6), user_ids: Some(vec![id(1), id(2)]) }))),
+        B::RejoinTicket(Box::new(build!(RejoinTicketT { match_id: id(6), user_id: id(1) }))),
     ];
     bodies
         .into_iter()

@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CLIENT_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CLIENT_BODY: u8 = 15;
+pub const ENUM_MAX_CLIENT_BODY: u8 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CLIENT_BODY: [ClientBody; 16] = [
+pub const ENUM_VALUES_CLIENT_BODY: [ClientBody; 17] = [
   ClientBody::NONE,
   ClientBody::Hello,
   ClientBody::Goodbye,
@@ -25,6 +25,7 @@ pub const ENUM_VALUES_CLIENT_BODY: [ClientBody; 16] = [
   ClientBody::JoinMatch,
   ClientBody::SnapshotRequest,
   ClientBody::GameCommand,
+  ClientBody::RejoinRequest,
 ];
 
 /// Everything a client sends.
@@ -49,9 +50,10 @@ impl ClientBody {
   pub const JoinMatch: Self = Self(13);
   pub const SnapshotRequest: Self = Self(14);
   pub const GameCommand: Self = Self(15);
+  pub const RejoinRequest: Self = Self(16);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 15;
+  pub const ENUM_MAX: u8 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -69,6 +71,7 @@ impl ClientBody {
     Self::JoinMatch,
     Self::SnapshotRequest,
     Self::GameCommand,
+    Self::RejoinRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -89,6 +92,7 @@ impl ClientBody {
       Self::JoinMatch => Some("JoinMatch"),
       Self::SnapshotRequest => Some("SnapshotRequest"),
       Self::GameCommand => Some("GameCommand"),
+      Self::RejoinRequest => Some("RejoinRequest"),
       _ => None,
     }
   }
@@ -165,6 +169,7 @@ pub enum ClientBodyT {
   JoinMatch(alloc::boxed::Box<JoinMatchT>),
   SnapshotRequest(alloc::boxed::Box<SnapshotRequestT>),
   GameCommand(alloc::boxed::Box<GameCommandT>),
+  RejoinRequest(alloc::boxed::Box<RejoinRequestT>),
 }
 impl Default for ClientBodyT {
   fn default() -> Self {
@@ -190,6 +195,7 @@ impl ClientBodyT {
       Self::JoinMatch(_) => ClientBody::JoinMatch,
       Self::SnapshotRequest(_) => ClientBody::SnapshotRequest,
       Self::GameCommand(_) => ClientBody::GameCommand,
+      Self::RejoinRequest(_) => ClientBody::RejoinRequest,
     }
   }
   pub fn pack<'b, A: ::flatbuffers::Allocator + 'b>(&self, fbb: &mut ::flatbuffers::FlatBufferBuilder<'b, A>) -> Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>> {
@@ -210,6 +216,7 @@ impl ClientBodyT {
       Self::JoinMatch(v) => Some(v.pack(fbb).as_union_value()),
       Self::SnapshotRequest(v) => Some(v.pack(fbb).as_union_value()),
       Self::GameCommand(v) => Some(v.pack(fbb).as_union_value()),
+      Self::RejoinRequest(v) => Some(v.pack(fbb).as_union_value()),
     }
   }
   /// If the union variant matches, return the owned HelloT, setting the union to NONE.
@@ -526,5 +533,26 @@ impl ClientBodyT {
   /// If the union variant matches, return a mutable reference to the GameCommandT.
   pub fn as_game_command_mut(&mut self) -> Option<&mut GameCommandT> {
     if let Self::GameCommand(v) = self { Some(v.as_mut()) } else { None }
+  }
+  /// If the union variant matches, return the owned RejoinRequestT, setting the union to NONE.
+  pub fn take_rejoin_request(&mut self) -> Option<alloc::boxed::Box<RejoinRequestT>> {
+    if let Self::RejoinRequest(_) = self {
+      let v = ::core::mem::replace(self, Self::NONE);
+      if let Self::RejoinRequest(w) = v {
+        Some(w)
+      } else {
+        unreachable!()
+      }
+    } else {
+      None
+    }
+  }
+  /// If the union variant matches, return a reference to the RejoinRequestT.
+  pub fn as_rejoin_request(&self) -> Option<&RejoinRequestT> {
+    if let Self::RejoinRequest(v) = self { Some(v.as_ref()) } else { None }
+  }
+  /// If the union variant matches, return a mutable reference to the RejoinRequestT.
+  pub fn as_rejoin_request_mut(&mut self) -> Option<&mut RejoinRequestT> {
+    if let Self::RejoinRequest(v) = self { Some(v.as_mut()) } else { None }
   }
 }

@@ -118,6 +118,11 @@ impl<'a> ClientMessage<'a> {
             .expect("Invalid union table, expected `ClientBody::GameCommand`.")
             .unpack()
       )),
+      ClientBody::RejoinRequest => ClientBodyT::RejoinRequest(alloc::boxed::Box::new(
+        self.body_as_rejoin_request()
+            .expect("Invalid union table, expected `ClientBody::RejoinRequest`.")
+            .unpack()
+      )),
       _ => ClientBodyT::NONE,
     };
     ClientMessageT {
@@ -373,6 +378,21 @@ impl<'a> ClientMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_rejoin_request(&self) -> Option<RejoinRequest<'a>> {
+    if self.body_type() == ClientBody::RejoinRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RejoinRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientMessage<'_> {
@@ -399,6 +419,7 @@ impl ::flatbuffers::Verifiable for ClientMessage<'_> {
           ClientBody::JoinMatch => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<JoinMatch>>("ClientBody::JoinMatch", pos),
           ClientBody::SnapshotRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SnapshotRequest>>("ClientBody::SnapshotRequest", pos),
           ClientBody::GameCommand => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GameCommand>>("ClientBody::GameCommand", pos),
+          ClientBody::RejoinRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RejoinRequest>>("ClientBody::RejoinRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -560,6 +581,13 @@ impl ::core::fmt::Debug for ClientMessage<'_> {
         },
         ClientBody::GameCommand => {
           if let Some(x) = self.body_as_game_command() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientBody::RejoinRequest => {
+          if let Some(x) = self.body_as_rejoin_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SERVICE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SERVICE_BODY: u8 = 16;
+pub const ENUM_MAX_SERVICE_BODY: u8 = 17;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SERVICE_BODY: [ServiceBody; 17] = [
+pub const ENUM_VALUES_SERVICE_BODY: [ServiceBody; 18] = [
   ServiceBody::NONE,
   ServiceBody::ServiceHello,
   ServiceBody::ServiceWelcome,
@@ -26,6 +26,7 @@ pub const ENUM_VALUES_SERVICE_BODY: [ServiceBody; 17] = [
   ServiceBody::MatchResult,
   ServiceBody::MatchResultAck,
   ServiceBody::MatchEnded,
+  ServiceBody::RejoinTicket,
 ];
 
 /// Everything on a service link, both directions.
@@ -51,9 +52,10 @@ impl ServiceBody {
   pub const MatchResult: Self = Self(14);
   pub const MatchResultAck: Self = Self(15);
   pub const MatchEnded: Self = Self(16);
+  pub const RejoinTicket: Self = Self(17);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 16;
+  pub const ENUM_MAX: u8 = 17;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ServiceHello,
@@ -72,6 +74,7 @@ impl ServiceBody {
     Self::MatchResult,
     Self::MatchResultAck,
     Self::MatchEnded,
+    Self::RejoinTicket,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -93,6 +96,7 @@ impl ServiceBody {
       Self::MatchResult => Some("MatchResult"),
       Self::MatchResultAck => Some("MatchResultAck"),
       Self::MatchEnded => Some("MatchEnded"),
+      Self::RejoinTicket => Some("RejoinTicket"),
       _ => None,
     }
   }
@@ -170,6 +174,7 @@ pub enum ServiceBodyT {
   MatchResult(alloc::boxed::Box<MatchResultT>),
   MatchResultAck(alloc::boxed::Box<MatchResultAckT>),
   MatchEnded(alloc::boxed::Box<MatchEndedT>),
+  RejoinTicket(alloc::boxed::Box<RejoinTicketT>),
 }
 impl Default for ServiceBodyT {
   fn default() -> Self {
@@ -196,6 +201,7 @@ impl ServiceBodyT {
       Self::MatchResult(_) => ServiceBody::MatchResult,
       Self::MatchResultAck(_) => ServiceBody::MatchResultAck,
       Self::MatchEnded(_) => ServiceBody::MatchEnded,
+      Self::RejoinTicket(_) => ServiceBody::RejoinTicket,
     }
   }
   pub fn pack<'b, A: ::flatbuffers::Allocator + 'b>(&self, fbb: &mut ::flatbuffers::FlatBufferBuilder<'b, A>) -> Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>> {
@@ -217,6 +223,7 @@ impl ServiceBodyT {
       Self::MatchResult(v) => Some(v.pack(fbb).as_union_value()),
       Self::MatchResultAck(v) => Some(v.pack(fbb).as_union_value()),
       Self::MatchEnded(v) => Some(v.pack(fbb).as_union_value()),
+      Self::RejoinTicket(v) => Some(v.pack(fbb).as_union_value()),
     }
   }
   /// If the union variant matches, return the owned ServiceHelloT, setting the union to NONE.
@@ -554,5 +561,26 @@ impl ServiceBodyT {
   /// If the union variant matches, return a mutable reference to the MatchEndedT.
   pub fn as_match_ended_mut(&mut self) -> Option<&mut MatchEndedT> {
     if let Self::MatchEnded(v) = self { Some(v.as_mut()) } else { None }
+  }
+  /// If the union variant matches, return the owned RejoinTicketT, setting the union to NONE.
+  pub fn take_rejoin_ticket(&mut self) -> Option<alloc::boxed::Box<RejoinTicketT>> {
+    if let Self::RejoinTicket(_) = self {
+      let v = ::core::mem::replace(self, Self::NONE);
+      if let Self::RejoinTicket(w) = v {
+        Some(w)
+      } else {
+        unreachable!()
+      }
+    } else {
+      None
+    }
+  }
+  /// If the union variant matches, return a reference to the RejoinTicketT.
+  pub fn as_rejoin_ticket(&self) -> Option<&RejoinTicketT> {
+    if let Self::RejoinTicket(v) = self { Some(v.as_ref()) } else { None }
+  }
+  /// If the union variant matches, return a mutable reference to the RejoinTicketT.
+  pub fn as_rejoin_ticket_mut(&mut self) -> Option<&mut RejoinTicketT> {
+    if let Self::RejoinTicket(v) = self { Some(v.as_mut()) } else { None }
   }
 }

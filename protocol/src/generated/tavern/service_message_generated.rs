@@ -123,6 +123,11 @@ impl<'a> ServiceMessage<'a> {
             .expect("Invalid union table, expected `ServiceBody::MatchEnded`.")
             .unpack()
       )),
+      ServiceBody::RejoinTicket => ServiceBodyT::RejoinTicket(alloc::boxed::Box::new(
+        self.body_as_rejoin_ticket()
+            .expect("Invalid union table, expected `ServiceBody::RejoinTicket`.")
+            .unpack()
+      )),
       _ => ServiceBodyT::NONE,
     };
     ServiceMessageT {
@@ -393,6 +398,21 @@ impl<'a> ServiceMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_rejoin_ticket(&self) -> Option<RejoinTicket<'a>> {
+    if self.body_type() == ServiceBody::RejoinTicket {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RejoinTicket::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ServiceMessage<'_> {
@@ -420,6 +440,7 @@ impl ::flatbuffers::Verifiable for ServiceMessage<'_> {
           ServiceBody::MatchResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MatchResult>>("ServiceBody::MatchResult", pos),
           ServiceBody::MatchResultAck => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MatchResultAck>>("ServiceBody::MatchResultAck", pos),
           ServiceBody::MatchEnded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MatchEnded>>("ServiceBody::MatchEnded", pos),
+          ServiceBody::RejoinTicket => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RejoinTicket>>("ServiceBody::RejoinTicket", pos),
           _ => Ok(()),
         }
      })?
@@ -588,6 +609,13 @@ impl ::core::fmt::Debug for ServiceMessage<'_> {
         },
         ServiceBody::MatchEnded => {
           if let Some(x) = self.body_as_match_ended() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServiceBody::RejoinTicket => {
+          if let Some(x) = self.body_as_rejoin_ticket() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
