@@ -192,8 +192,12 @@ pub struct Hub {
     rooms: HashMap<String, HashSet<Uuid>>,
     /// Room → members on other nodes, learned from `RoomMember` broadcasts.
     remote_rooms: HashMap<String, HashMap<Uuid, String>>,
-    /// Presence of users on other nodes as seen on the bus (bounded by what friends need).
+    /// Presence of users on other nodes as seen on the bus, kept only for users who are a local
+    /// member's friend (so it is bounded by the local members' friend lists).
     remote_presence: HashMap<Uuid, PresenceState>,
+    /// User → the local members who have them as a friend: a presence change reaches exactly
+    /// these, without a pass over every member.
+    followers: HashMap<Uuid, HashSet<Uuid>>,
     chat_limiter: RateLimiter<Uuid>,
     origin: Instant,
     origin_ms: i64,
@@ -230,6 +234,7 @@ impl Hub {
             rooms: HashMap::new(),
             remote_rooms: HashMap::new(),
             remote_presence: HashMap::new(),
+            followers: HashMap::new(),
             // One bucket per local user at most; swept on every tick.
             chat_limiter: RateLimiter::new(quota, usize::MAX / 2),
             origin: Instant::now(),
@@ -284,6 +289,8 @@ impl Hub {
             return out;
         }
         let Some(member) = self.members.remove(&user) else { return out };
+        let friends: Vec<Uuid> = member.friends.keys().copied().collect();
+        self.unfollow(user, &friends);
         for room in &member.rooms {
             self.leave_room_local(user, room);
             out.push(Effect::Publish {
@@ -308,8 +315,14 @@ impl Hub {
     pub fn social_loaded(&mut self, user: Uuid, social: Option<Social>, reply: Option<u32>) -> Vec<Effect> {
         let Some(member) = self.members.get_mut(&user) else { return Vec::new() };
         if let Some(social) = social {
+            let old: Vec<Uuid> = member.friends.keys().copied().collect();
             member.friends = social.friends.into_iter().collect();
             member.blocked = social.blocked;
+            let new: Vec<Uuid> = member.friends.keys().copied().collect();
+            self.unfollow(user, &old);
+            for friend in new {
+                self.followers.entry(friend).or_default().insert(user);
+            }
         }
         reply.map(|cid| self.friends_presence_effect(user, cid)).into_iter().collect()
     }
@@ -448,16 +461,15 @@ impl Hub {
         match message {
             BusMessage::Presence { user, username, state, login } => {
                 let state = PresenceState(state);
-                if !self.members.contains_key(&user) {
-                    if state == PresenceState::Offline {
-                        self.remote_presence.remove(&user);
-                    } else {
-                        self.remote_presence.insert(user, state);
-                    }
+                let followers: Vec<Uuid> = self.followers.get(&user).map(|f| f.iter().copied().collect()).unwrap_or_default();
+                if state == PresenceState::Offline || followers.is_empty() || self.members.contains_key(&user) {
+                    self.remote_presence.remove(&user);
+                } else {
+                    self.remote_presence.insert(user, state);
                 }
                 let info = player_info(user, &username);
-                for (&id, member) in &self.members {
-                    if id == user || !member.friends.contains_key(&user) {
+                for id in followers {
+                    if id == user {
                         continue;
                     }
                     let update = protocol::build!(PresenceUpdateT { user_id: uuid_t(user), state });
@@ -562,6 +574,19 @@ impl Hub {
 
     // ---------------------------------------------------------------------------------------
     // Private helpers
+
+    /// `member` no longer follows `friends` (their friend list changed or they left).
+    fn unfollow(&mut self, member: Uuid, friends: &[Uuid]) {
+        for friend in friends {
+            if let Some(followers) = self.followers.get_mut(friend) {
+                followers.remove(&member);
+                if followers.is_empty() {
+                    self.followers.remove(friend);
+                    self.remote_presence.remove(friend);
+                }
+            }
+        }
+    }
 
     fn presence_effect(&self, user: Uuid, username: &str, state: PresenceState, login: bool) -> Effect {
         Effect::Publish {

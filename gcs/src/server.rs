@@ -221,8 +221,9 @@ pub async fn run(config: GcsConfig, shutdown: CancellationToken) -> anyhow::Resu
     Ok(())
 }
 
-/// Deletes chat history older than the retention, once an hour.
-async fn expire_chat(chat: ChatStore, retention_days: u32, shutdown: CancellationToken) {
+/// Deletes chat history older than `retention_days`, once an hour, until `shutdown` (every
+/// process that runs a GCS spawns it once).
+pub async fn expire_chat(chat: ChatStore, retention_days: u32, shutdown: CancellationToken) {
     let retention_ms = i64::from(retention_days) * 86_400_000;
     let mut every = tokio::time::interval(Duration::from_secs(3_600));
     loop {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use service_runtime::internal_client::{self, CallError, ClientConfigError, InternalClient};
 use uuid::Uuid;
 
 /// How long one request may take, connection included, before login counts as unavailable.
@@ -66,11 +67,8 @@ pub enum SocialError {
 /// A client for login's internal social API. Cheap to clone; clones share the connection pool.
 #[derive(Clone, Debug)]
 pub struct SocialClient {
-    http: reqwest::Client,
-    /// Login's base URL without a trailing slash, e.g. `http://127.0.0.1:8080`.
-    base: String,
-    /// The `Authorization` header value.
-    bearer: String,
+    /// Login's base URL and the service token.
+    login: InternalClient,
 }
 
 impl SocialClient {
@@ -82,26 +80,16 @@ impl SocialClient {
 
     /// As [`SocialClient::new`], with `timeout` for each request.
     pub fn with_timeout(base_url: &str, service_token: &str, timeout: Duration) -> Result<SocialClient, SocialError> {
-        let base = base_url.trim_end_matches('/').to_owned();
-        let url = reqwest::Url::parse(&base).map_err(|e| SocialError::Config(format!("login url {base_url:?}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(SocialError::Config(format!("login url {base_url:?}: expected http:// or https://")));
-        }
-        if service_token.trim().is_empty() {
-            return Err(SocialError::Config("the service token is empty".to_owned()));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| SocialError::Config(format!("cannot build the http client: {e}")))?;
-        Ok(SocialClient { http, base, bearer: format!("Bearer {}", service_token.trim()) })
+        let login = InternalClient::new(base_url, service_token, timeout, &["http", "https"]).map_err(|e| match e {
+            ClientConfigError::Url { .. } => SocialError::Config(format!("login url {e}")),
+            e => SocialError::Config(e.to_string()),
+        })?;
+        Ok(SocialClient { login })
     }
 
     /// `user_id`'s username, friends and blocks (both directions merged into `blocked`).
     pub async fn social(&self, user_id: Uuid) -> Result<SocialGraph, SocialError> {
-        let url = format!("{}/internal/v1/users/{user_id}/social", self.base);
-        let req = self.http.get(url).header(reqwest::header::AUTHORIZATION, &self.bearer);
+        let req = self.login.get(&format!("/internal/v1/users/{user_id}/social"));
         let wire: WireSocial = self.send(req, Some(user_id)).await?;
         if wire.user_id != user_id {
             return Err(SocialError::BadResponse(format!("asked for user {user_id}, got {}", wire.user_id)));
@@ -122,12 +110,7 @@ impl SocialClient {
         ids.dedup();
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_LOOKUP) {
-            let url = format!("{}/internal/v1/users/lookup", self.base);
-            let req = self
-                .http
-                .post(url)
-                .header(reqwest::header::AUTHORIZATION, &self.bearer)
-                .json(&WireLookupRequest { user_ids: chunk });
+            let req = self.login.post("/internal/v1/users/lookup").json(&WireLookupRequest { user_ids: chunk });
             let wire: WireLookup = self.send(req, None).await?;
             out.extend(wire.users.into_iter().map(|u| (u.user_id, u.username)));
         }
@@ -137,11 +120,12 @@ impl SocialClient {
     /// Sends `req` and decodes a 200 as `T`; every other answer becomes a [`SocialError`].
     /// `user_id` names the user a `user_not_found` is about.
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder, user_id: Option<Uuid>) -> Result<T, SocialError> {
-        let resp = req.send().await.map_err(|e| SocialError::Unavailable(describe(&e)))?;
+        let resp = internal_client::send(req).await?;
         let status = resp.status();
         if status == StatusCode::OK {
             return resp.json::<T>().await.map_err(|e| {
-                if e.is_timeout() { SocialError::Unavailable(describe(&e)) } else { SocialError::BadResponse(describe(&e)) }
+                let detail = internal_client::describe(&e);
+                if e.is_timeout() { SocialError::Unavailable(detail) } else { SocialError::BadResponse(detail) }
             });
         }
         // An error body is `{code, error, message}`; a missing or odd one still maps by status.
@@ -149,30 +133,24 @@ impl SocialClient {
         let detail = body
             .as_ref()
             .map_or_else(|| format!("http {status}"), |b| format!("http {status}: {} ({})", b.message, b.error));
-        match status {
-            StatusCode::NOT_FOUND if body.as_ref().is_some_and(|b| b.code == USER_NOT_FOUND) => match user_id {
-                Some(id) => Err(SocialError::NotFound(id)),
-                None => Err(SocialError::BadResponse(detail)),
-            },
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(SocialError::Unauthorized(detail)),
-            StatusCode::TOO_MANY_REQUESTS => Err(SocialError::Unavailable(detail)),
-            s if s.is_server_error() => Err(SocialError::Unavailable(detail)),
-            _ => Err(SocialError::BadResponse(detail)),
+        if status == StatusCode::NOT_FOUND && body.as_ref().is_some_and(|b| b.code == USER_NOT_FOUND) {
+            return Err(match user_id {
+                Some(id) => SocialError::NotFound(id),
+                None => SocialError::BadResponse(detail),
+            });
         }
+        Err(internal_client::status_error(status, detail).into())
     }
 }
 
-/// The error with its sources, which reqwest keeps apart (`error sending request` alone says
-/// little).
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+impl From<CallError> for SocialError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Unavailable(detail) => SocialError::Unavailable(detail),
+            CallError::Unauthorized(detail) => SocialError::Unauthorized(detail),
+            CallError::BadResponse(detail) => SocialError::BadResponse(detail),
+        }
     }
-    text
 }
 
 #[derive(Deserialize)]

@@ -8,41 +8,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use gcs::{Backends, Cluster, GcsConfig, GcsServer};
 use migrations::testing::TestDb;
 use protocol::tavern::{
-    ChannelKind, ChannelT, ChatHistoryRequestT, ChatSendT, ClientBodyT, ClientMessageT, PresenceState, QueueJoinT,
-    RoomJoinT, ServerBodyT, ServerMessageT, UuidT,
+    ChannelKind, ChannelT, ChatHistoryRequestT, ClientBodyT, ClientMessageT, PresenceState, QueueJoinT, RoomJoinT,
+    ServerBodyT, ServerMessageT,
 };
 use protocol::{ErrorCode, build};
-use serde_json::{Value, json};
+use serde_json::json;
 use token_service::{InProcessRevocations, Keyring, TokenConfig, Tokens};
 use tokio_util::sync::CancellationToken;
 use transport::{ClientTrust, EnetClient, EnetClientConfig, ServerIdentity, WsClient};
 use uuid::Uuid;
 
 mod support;
-use support::{Client, WAIT, within};
+use support::{Account, Client, LoginRest, User, WAIT, direct, login_config, within};
 
 const SERVICE_TOKEN: &str = "features-test-service-token";
 
 /// Login over a real database, and GCS nodes sharing one cluster.
 struct World {
     db: TestDb,
-    http: reqwest::Client,
-    login: String,
+    login: LoginRest,
     nodes: Vec<GcsServer>,
     identity: ServerIdentity,
     shutdown: CancellationToken,
-}
-
-/// A registered user with a live link.
-struct User {
-    name: String,
-    token: String,
-    client: Client,
-    next_cid: u32,
 }
 
 impl World {
@@ -52,15 +43,7 @@ impl World {
         let tokens =
             Tokens::new(Keyring::generate(), TokenConfig::default(), db.db.clone(), Arc::new(InProcessRevocations::new()));
         let shutdown = CancellationToken::new();
-        let mut login_config = login::LoginConfig::default();
-        login_config.password_hashing.memory_kib = 1024;
-        login_config.password_hashing.iterations = 1;
-        login_config.service_token = Some(SERVICE_TOKEN.into());
-        let registry = prometheus::Registry::new();
-        let state = login::AppState::new(login_config, db.db.clone(), tokens.clone(), &registry)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let login = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(login::serve(listener, state, shutdown.clone()));
+        let login = support::start_login(login_config(SERVICE_TOKEN), &db.db, tokens.clone(), shutdown.clone()).await?;
         let identity = ServerIdentity::self_signed(&["localhost"])?;
         let mut servers = Vec::new();
         for n in 0..nodes {
@@ -80,7 +63,7 @@ impl World {
                     .await?,
             );
         }
-        Ok(World { db, http: reqwest::Client::new(), login, nodes: servers, identity, shutdown })
+        Ok(World { db, login: LoginRest::new(login), nodes: servers, identity, shutdown })
     }
 
     async fn stop(self) -> Result<()> {
@@ -92,33 +75,8 @@ impl World {
         Ok(())
     }
 
-    async fn rest(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Value) -> Result<Value> {
-        let mut req = self.http.request(method, format!("{}/v1{path}", self.login)).json(&body);
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        let res = within(req.send()).await??;
-        let status = res.status();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
-        ensure!(status.is_success(), "{path}: {status} {body}");
-        Ok(body)
-    }
-
-    /// Registers `name` over REST (no link yet).
-    async fn register(&self, name: &str) -> Result<(Uuid, String)> {
-        let body = self.rest(reqwest::Method::POST, "/auth/register", None, json!({"username": name, "password": "correct horse battery"})).await?;
-        let id = body["user_id"].as_str().context("user_id")?.parse()?;
-        Ok((id, body["session_token"].as_str().context("session_token")?.to_owned()))
-    }
-
-    async fn befriend(&self, a: &(Uuid, String), b: &(Uuid, String)) -> Result<()> {
-        self.rest(reqwest::Method::POST, "/friends/requests", Some(&a.1), json!({"user_id": b.0})).await?;
-        self.rest(reqwest::Method::POST, &format!("/friends/requests/{}/accept", a.0), Some(&b.1), json!({})).await?;
-        Ok(())
-    }
-
     /// Links `user` to node `node` over ENet/DTLS or WebSocket and says hello.
-    async fn link(&self, node: usize, name: &str, user: &(Uuid, String), enet: bool) -> Result<User> {
+    async fn link(&self, node: usize, name: &str, user: &Account, enet: bool) -> Result<User> {
         let server = &self.nodes[node];
         let client = if enet {
             let config = EnetClientConfig::new(server.enet_addr(), ClientTrust::PinSha256(self.identity.cert_sha256()));
@@ -126,60 +84,12 @@ impl World {
         } else {
             Client::Ws(WsClient::connect(&format!("ws://{}/ws", server.ws_addr()), None, WAIT).await?)
         };
-        let mut user = User { name: name.to_owned(), token: user.1.clone(), client, next_cid: 10 };
-        let token = user.token.clone();
-        user.client.hello(&token).await?;
-        Ok(user)
-    }
-}
-
-impl User {
-    async fn request(&mut self, body: ClientBodyT) -> Result<ServerMessageT> {
-        self.next_cid += 1;
-        let cid = self.next_cid;
-        self.client.send(&ClientMessageT::request(cid, body))?;
-        for _ in 0..1_000 {
-            let m = self.client.recv().await?;
-            if m.cid == cid {
-                return Ok(m);
-            }
-        }
-        bail!("no answer to {cid}")
-    }
-
-    /// The next push matching `pick`, skipping others (bounded).
-    async fn push<T>(&mut self, what: &str, pick: impl Fn(&ServerBodyT) -> Option<T>) -> Result<T> {
-        for _ in 0..1_000 {
-            let m = self.client.recv().await.with_context(|| format!("{} waiting for {what}", self.name))?;
-            if m.cid == 0
-                && let Some(t) = pick(&m.body)
-            {
-                return Ok(t);
-            }
-        }
-        bail!("{} never got {what}", self.name)
-    }
-
-    async fn say(&mut self, channel: ChannelT, text: &str) -> Result<ServerMessageT> {
-        self.request(ClientBodyT::ChatSend(Box::new(build!(ChatSendT { channel: Box::new(channel), text: text.to_owned() })))).await
-    }
-
-    /// The next chat message pushed to this user with `text`.
-    async fn heard(&mut self, text: &str) -> Result<(Uuid, ChannelKind)> {
-        self.push(&format!("chat {text:?}"), |b| match b {
-            ServerBodyT::ChatMessage(m) if m.text == text => Some((Uuid::from_bytes(m.from_user_id.bytes), m.channel.kind)),
-            _ => None,
-        })
-        .await
+        User::hello(name, client, &user.token).await
     }
 }
 
 fn global() -> ChannelT {
     build!(ChannelT { kind: ChannelKind::Global })
-}
-
-fn direct(to: Uuid) -> ChannelT {
-    build!(ChannelT { kind: ChannelKind::Direct, user_id: Some(UuidT::from_bytes(*to.as_bytes())) })
 }
 
 fn room(name: &str) -> ChannelT {
@@ -198,24 +108,24 @@ fn in_process() -> impl Fn(&str) -> Result<Cluster> {
 /// The whole social path, with Ada on node 0 over ENet/DTLS and Bob on node `bob_node` over
 /// WebSocket.
 async fn social_path(world: &World, bob_node: usize) -> Result<()> {
-    let ada = world.register(&format!("ada{bob_node}")).await?;
-    let bob = world.register(&format!("bob{bob_node}")).await?;
-    let eve = world.register(&format!("eve{bob_node}")).await?;
-    world.befriend(&ada, &bob).await?;
+    let ada = world.login.register(&format!("ada{bob_node}")).await?;
+    let bob = world.login.register(&format!("bob{bob_node}")).await?;
+    let eve = world.login.register(&format!("eve{bob_node}")).await?;
+    world.login.befriend(&ada, &bob).await?;
     // Ada blocks Eve: Eve may not message her.
-    world.rest(reqwest::Method::POST, "/blocks", Some(&ada.1), json!({"user_id": eve.0})).await?;
+    world.login.post("/blocks", Some(&ada.token), json!({"user_id": eve.id})).await?;
 
     let mut a = world.link(0, "ada", &ada, true).await?;
     // Ada is told her friends' presence as soon as her list is loaded: Bob is offline.
     let list = a.push("friends presence", |b| b.as_friends_presence_list().map(|l| (*l).clone())).await?;
     let states: Vec<(Uuid, PresenceState)> =
         list.friends.iter().flatten().map(|f| (Uuid::from_bytes(f.user_id.bytes), f.state)).collect();
-    ensure!(states == [(bob.0, PresenceState::Offline)], "ada's friends: {states:?}");
+    ensure!(states == [(bob.id, PresenceState::Offline)], "ada's friends: {states:?}");
 
     let mut b = world.link(bob_node, "bob", &bob, false).await?;
     // Bob comes online: Ada gets the login notification and the presence change.
     let online = a.push("friend online", |b| b.as_friend_online().map(|f| Uuid::from_bytes(f.friend.user_id.bytes))).await?;
-    ensure!(online == bob.0);
+    ensure!(online == bob.id);
     let list = b.push("friends presence", |b| b.as_friends_presence_list().map(|l| (*l).clone())).await?;
     let states: Vec<PresenceState> = list.friends.iter().flatten().map(|f| f.state).collect();
     ensure!(states == [PresenceState::Online], "bob sees ada {states:?}");
@@ -223,16 +133,16 @@ async fn social_path(world: &World, bob_node: usize) -> Result<()> {
     // The common area: everyone online hears it.
     let sent = a.say(global(), "hello everyone").await?;
     ensure!(sent.body.as_chat_sent().is_some_and(|s| s.id > 0), "chat sent: {sent:?}");
-    ensure!(b.heard("hello everyone").await? == (ada.0, ChannelKind::Global));
+    ensure!(b.heard("hello everyone").await? == (ada.id, ChannelKind::Global));
 
     // A direct message, across nodes when Bob is on the other one.
-    let sent = b.say(direct(ada.0), "psst").await?;
+    let sent = b.say(direct(ada.id), "psst").await?;
     ensure!(sent.body.as_chat_sent().is_some(), "dm sent: {sent:?}");
-    ensure!(a.heard("psst").await? == (bob.0, ChannelKind::Direct));
+    ensure!(a.heard("psst").await? == (bob.id, ChannelKind::Direct));
 
     // Eve, blocked by Ada, cannot message her; Ada hears nothing of it.
     let mut e = world.link(bob_node, "eve", &eve, false).await?;
-    let refused = e.say(direct(ada.0), "let me in").await?;
+    let refused = e.say(direct(ada.id), "let me in").await?;
     ensure!(code(&refused) == Some(ErrorCode::Blocked), "blocked dm: {refused:?}");
 
     // Rooms: only members hear them; sending to a room one has not joined is refused.
@@ -243,7 +153,7 @@ async fn social_path(world: &World, bob_node: usize) -> Result<()> {
         ensure!(matches!(ok.body, ServerBodyT::Ack(_)), "room join: {ok:?}");
     }
     a.say(room("tavern"), "in the room").await?;
-    ensure!(b.heard("in the room").await? == (ada.0, ChannelKind::Room));
+    ensure!(b.heard("in the room").await? == (ada.id, ChannelKind::Room));
 
     // History is persisted and pageable: the newest first, then the page before it.
     for i in 0..3 {
@@ -281,7 +191,7 @@ async fn social_path(world: &World, bob_node: usize) -> Result<()> {
     b.client.send(&ClientMessageT::request(99, ClientBodyT::Goodbye(Box::default())))?;
     let state = a
         .push("bob offline", |b| match b {
-            ServerBodyT::PresenceUpdate(p) if Uuid::from_bytes(p.user_id.bytes) == bob.0 => Some(p.state),
+            ServerBodyT::PresenceUpdate(p) if Uuid::from_bytes(p.user_id.bytes) == bob.id => Some(p.state),
             _ => None,
         })
         .await?;

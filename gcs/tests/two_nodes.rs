@@ -17,21 +17,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use migrations::testing::TestDb;
-use protocol::tavern::{
-    ChannelKind, ChannelT, ChatSendT, ClientBodyT, ClientMessageT, PresenceState, ServerBodyT, ServerMessageT, UuidT,
-};
-use protocol::{ErrorCode, build};
-use serde_json::{Value, json};
+use protocol::ErrorCode;
+use protocol::tavern::{ChannelKind, PresenceState, ServerBodyT};
+use serde_json::json;
 use token_service::{Keyring, RedisRevocations, TokenConfig, Tokens};
 use tokio_util::sync::CancellationToken;
-use transport::{ClientEvent, ClientTrust, CloseReason, EnetClient, EnetClientConfig, ServerIdentity, WsClient};
+use transport::{ClientTrust, EnetClient, EnetClientConfig, ServerIdentity, WsClient};
 use uuid::Uuid;
 
 mod support;
-use support::{Client, WAIT, within};
+use support::{Client, LoginRest, User, WAIT, direct, login_config, within};
 
 const SERVICE_TOKEN: &str = "two-nodes-test-service-token";
-const PASSWORD: &str = "correct horse battery";
 /// The directory TTL both nodes run with.
 const TTL: Duration = Duration::from_millis(1_500);
 /// How long a revoked session's link may stay open: the design's second, plus tolerance for a
@@ -71,7 +68,7 @@ async fn scenario(db: &TestDb, dir: &Path, redis_url: &str, prefix: &str) -> Res
     let shutdown = CancellationToken::new();
     let _stop_login = shutdown.clone().drop_guard();
     let login = start_login(db, keyring, redis_url, prefix, shutdown.clone()).await?;
-    let world = World { http: reqwest::Client::new(), login: login.clone(), cert: identity.cert_sha256() };
+    let world = World { rest: LoginRest::new(login.clone()), cert: identity.cert_sha256() };
 
     let shared = Shared {
         key_file,
@@ -85,14 +82,14 @@ async fn scenario(db: &TestDb, dir: &Path, redis_url: &str, prefix: &str) -> Res
     let ports = Ports::pick(2)?;
     let mut node_a = Node::spawn("gcs-a", &shared, ports[0])?;
     let mut node_b = Node::spawn("gcs-b", &shared, ports[1])?;
-    node_a.ready(&world.http).await?;
-    node_b.ready(&world.http).await?;
+    node_a.ready(&world.rest.http).await?;
+    node_b.ready(&world.rest.http).await?;
     let mut redis = RedisProbe::connect(redis_url, prefix).await?;
 
-    let ada = world.register("ada").await?;
-    let bob = world.register("bob").await?;
-    let cyd = world.register("cyd").await?;
-    world.befriend(&ada, &bob).await?;
+    let ada = world.rest.register("ada").await?;
+    let bob = world.rest.register("bob").await?;
+    let cyd = world.rest.register("cyd").await?;
+    world.rest.befriend(&ada, &bob).await?;
 
     // 1. Presence crosses nodes. Ada on A over ENet/DTLS sees Bob offline; Bob links to B over
     // WebSocket; Ada hears he logged in and is online; Bob's list shows Ada online.
@@ -116,7 +113,7 @@ async fn scenario(db: &TestDb, dir: &Path, redis_url: &str, prefix: &str) -> Res
     ensure!(a.heard("bob on b to ada on a").await? == (bob.id, ChannelKind::Direct));
 
     // 3. Bob logs in again on node A: node B closes his older link with SessionReplaced.
-    let bob_again = world.login("bob").await?;
+    let bob_again = world.rest.login("bob").await?;
     let mut b_on_a = world.link(&node_a, Kind::Ws, "bob@a", &bob_again).await?;
     b.closed_with(ErrorCode::SessionReplaced).await?;
     redis.wait_for(bob.id, Some("gcs-a")).await?;
@@ -160,7 +157,7 @@ async fn scenario(db: &TestDb, dir: &Path, redis_url: &str, prefix: &str) -> Res
 
     // 5. Bob is back on node B; node B is killed (SIGKILL): his directory entry expires within
     // the TTL without anyone cleaning up, and Ada's list then shows him offline.
-    let bob_third = world.login("bob").await?;
+    let bob_third = world.rest.login("bob").await?;
     let _b3 = world.link(&node_b, Kind::Ws, "bob@b", &bob_third).await?;
     a.friend_came_online(bob.id).await?;
     redis.wait_for(bob.id, Some("gcs-b")).await?;
@@ -333,24 +330,10 @@ async fn start_login(db: &TestDb, keyring: Keyring, redis_url: &str, prefix: &st
     // Logouts are written to Redis and published there: that is how the nodes hear of them.
     let revocations = Arc::new(RedisRevocations::connect(redis_url, prefix).await?);
     let tokens = Tokens::new(keyring, TokenConfig::default(), db.db.clone(), revocations);
-    let mut config = login::LoginConfig::default();
-    config.password_hashing.memory_kib = 1024;
-    config.password_hashing.iterations = 1;
-    config.service_token = Some(SERVICE_TOKEN.into());
+    let mut config = login_config(SERVICE_TOKEN);
     config.redis_url = Some(redis_url.to_owned());
     config.redis_prefix = prefix.to_owned();
-    let registry = prometheus::Registry::new();
-    let state = login::AppState::new(config, db.db.clone(), tokens, &registry)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(login::serve(listener, state, shutdown));
-    Ok(url)
-}
-
-/// A registered account.
-struct Account {
-    id: Uuid,
-    token: String,
+    support::start_login(config, &db.db, tokens, shutdown).await
 }
 
 #[derive(Clone, Copy)]
@@ -361,44 +344,11 @@ enum Kind {
 
 /// The test's side: login's REST API and the nodes' client links.
 struct World {
-    http: reqwest::Client,
-    login: String,
+    rest: LoginRest,
     cert: [u8; 32],
 }
 
 impl World {
-    async fn rest(&self, path: &str, token: Option<&str>, body: Value) -> Result<Value> {
-        let mut req = self.http.post(format!("{}/v1{path}", self.login)).json(&body);
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        let res = within(req.send()).await??;
-        let status = res.status();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
-        ensure!(status.is_success(), "{path}: {status} {body}");
-        Ok(body)
-    }
-
-    async fn register(&self, name: &str) -> Result<Account> {
-        let body = self.rest("/auth/register", None, json!({"username": name, "password": PASSWORD})).await?;
-        Ok(Account {
-            id: body["user_id"].as_str().context("user_id")?.parse()?,
-            token: body["session_token"].as_str().context("session_token")?.to_owned(),
-        })
-    }
-
-    /// A password login: a new session (and token) for the account.
-    async fn login(&self, name: &str) -> Result<String> {
-        let body = self.rest("/auth/login", None, json!({"username": name, "password": PASSWORD})).await?;
-        Ok(body["session_token"].as_str().context("session_token")?.to_owned())
-    }
-
-    async fn befriend(&self, a: &Account, b: &Account) -> Result<()> {
-        self.rest("/friends/requests", Some(&a.token), json!({"user_id": b.id})).await?;
-        self.rest(&format!("/friends/requests/{}/accept", a.id), Some(&b.token), json!({})).await?;
-        Ok(())
-    }
-
     async fn connect(&self, node: &Node, kind: Kind) -> Result<Client> {
         Ok(match kind {
             Kind::Enet => {
@@ -410,139 +360,18 @@ impl World {
     }
 
     async fn link(&self, node: &Node, kind: Kind, name: &str, token: &str) -> Result<User> {
-        let mut client = self.connect(node, kind).await?;
-        client.hello(token).await.with_context(|| format!("{name} saying hello to {}", node.name))?;
-        Ok(User { name: name.to_owned(), client, next_cid: 10 })
+        let client = self.connect(node, kind).await?;
+        User::hello(name, client, token).await.with_context(|| format!("{name} linking to {}", node.name))
     }
 
     /// Calls `path` (a logout) with `token` and measures until `user`'s link closes with
     /// `TokenRevoked`.
     async fn revoke(&self, user: &mut User, path: &str, token: &str) -> Result<Duration> {
         let started = Instant::now();
-        self.rest(path, Some(token), json!({})).await?;
+        self.rest.post(path, Some(token), json!({})).await?;
         user.closed_with(ErrorCode::TokenRevoked).await?;
         Ok(started.elapsed())
     }
-}
-
-// -------------------------------------------------------------------------------------------
-// A linked user
-
-struct User {
-    name: String,
-    client: Client,
-    next_cid: u32,
-}
-
-impl User {
-    /// Sends a request and returns its answer, with the pushes that came before it.
-    async fn request(&mut self, body: ClientBodyT) -> Result<(ServerMessageT, Vec<ServerMessageT>)> {
-        self.next_cid += 1;
-        let cid = self.next_cid;
-        self.client.send(&ClientMessageT::request(cid, body))?;
-        let mut pushes = Vec::new();
-        for _ in 0..1_000 {
-            let m = self.client.recv().await.with_context(|| format!("{} waiting for the answer to {cid}", self.name))?;
-            if m.cid == cid {
-                return Ok((m, pushes));
-            }
-            pushes.push(m);
-        }
-        bail!("{}: no answer to {cid}", self.name)
-    }
-
-    /// The next push matching `pick`, skipping others (bounded).
-    async fn push<T>(&mut self, what: &str, pick: impl Fn(&ServerBodyT) -> Option<T>) -> Result<T> {
-        for _ in 0..1_000 {
-            let m = self.client.recv().await.with_context(|| format!("{} waiting for {what}", self.name))?;
-            if m.cid == 0
-                && let Some(t) = pick(&m.body)
-            {
-                return Ok(t);
-            }
-        }
-        bail!("{} never got {what}", self.name)
-    }
-
-    /// The friends list pushed after login loaded it.
-    async fn friends_list_push(&mut self) -> Result<Vec<(Uuid, PresenceState)>> {
-        self.push("friends presence", |b| b.as_friends_presence_list().map(|l| states(l))).await
-    }
-
-    /// Asks for the friends list; the answer and the pushes received before it.
-    async fn friends_list_request(&mut self) -> Result<(Vec<(Uuid, PresenceState)>, Vec<ServerMessageT>)> {
-        let (answer, pushes) = self.request(ClientBodyT::FriendsPresenceRequest(Box::default())).await?;
-        let list = answer.body.as_friends_presence_list().with_context(|| format!("expected a friends list, got {answer:?}"))?;
-        Ok((states(list), pushes))
-    }
-
-    /// Waits for both pushes a friend's login brings: `FriendOnline` and `PresenceUpdate(Online)`.
-    async fn friend_came_online(&mut self, friend: Uuid) -> Result<()> {
-        let (mut online, mut update) = (false, false);
-        for _ in 0..1_000 {
-            let m = self.client.recv().await.with_context(|| format!("{} waiting for {friend} online", self.name))?;
-            match &m.body {
-                ServerBodyT::FriendOnline(f) if Uuid::from_bytes(f.friend.user_id.bytes) == friend => online = true,
-                ServerBodyT::PresenceUpdate(p) if Uuid::from_bytes(p.user_id.bytes) == friend => {
-                    ensure!(p.state == PresenceState::Online, "{}: {friend} went {:?}", self.name, p.state);
-                    update = true;
-                }
-                _ => {}
-            }
-            if online && update {
-                return Ok(());
-            }
-        }
-        bail!("{} never saw {friend} come online", self.name)
-    }
-
-    async fn say(&mut self, channel: ChannelT, text: &str) -> Result<ServerMessageT> {
-        let send = build!(ChatSendT { channel: Box::new(channel), text: text.to_owned() });
-        Ok(self.request(ClientBodyT::ChatSend(Box::new(send))).await?.0)
-    }
-
-    /// The next chat message pushed with `text`: its sender and channel kind.
-    async fn heard(&mut self, text: &str) -> Result<(Uuid, ChannelKind)> {
-        self.push(&format!("chat {text:?}"), |b| match b {
-            ServerBodyT::ChatMessage(m) if m.text == text => Some((Uuid::from_bytes(m.from_user_id.bytes), m.channel.kind)),
-            _ => None,
-        })
-        .await
-    }
-
-    /// Skips pushes until the server says `code` (closing the link) and the link closes with it.
-    async fn closed_with(&mut self, code: ErrorCode) -> Result<()> {
-        let mut told = false;
-        for _ in 0..1_000 {
-            match self.client.event().await.with_context(|| format!("{} waiting for {code:?}", self.name))? {
-                ClientEvent::Message { data, .. } => {
-                    let m = protocol::Codec::new(protocol::Limits::default()).decode_server(&data)?;
-                    if let Some(error) = m.body.as_error() {
-                        ensure!(
-                            (error.error_code(), error.closes_link) == (Some(code), true),
-                            "{}: expected {code:?} closing the link, got {error:?}",
-                            self.name
-                        );
-                        told = true;
-                    }
-                }
-                ClientEvent::Closed(reason) => {
-                    ensure!(reason == CloseReason::Remote { code: code.code() }, "{}: closed with {reason:?}, not {code:?}", self.name);
-                    ensure!(told, "{}: the link closed with {code:?} but no error message said why", self.name);
-                    return Ok(());
-                }
-            }
-        }
-        bail!("{}: the link never closed", self.name)
-    }
-}
-
-fn states(list: &protocol::tavern::FriendsPresenceListT) -> Vec<(Uuid, PresenceState)> {
-    list.friends.iter().flatten().map(|f| (Uuid::from_bytes(f.user_id.bytes), f.state)).collect()
-}
-
-fn direct(to: Uuid) -> ChannelT {
-    build!(ChannelT { kind: ChannelKind::Direct, user_id: Some(UuidT::from_bytes(*to.as_bytes())) })
 }
 
 // -------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use protocol::ErrorCode;
-use service_runtime::api::ApiError;
+use service_runtime::api::{ApiError, ServiceAuth};
 use token_service::SessionClaims;
 
 use crate::AppState;
@@ -52,7 +52,7 @@ impl FromRequestParts<Arc<AppState>> for ClientIp {
 /// spends the address's budget like any request, so guessing is throttled.
 pub async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if req.uri().path().starts_with("/internal/")
-        && crate::internal::check_service_token(&state, req.headers()) == crate::internal::ServiceAuth::Trusted
+        && state.service_token.auth(req.headers()) == ServiceAuth::Trusted
     {
         return next.run(req).await;
     }

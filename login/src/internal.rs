@@ -3,8 +3,9 @@
 //! it asks here instead of reading the tables.
 //!
 //! Every route needs `Authorization: Bearer <service token>` (login's `service_token`, compared
-//! in constant time as SHA-256 digests). Without a configured token every route answers
-//! `forbidden`. These routes are deliberately absent from the OpenAPI document: they are not part
+//! in constant time as SHA-256 digests by [`service_runtime::api::ServiceToken`], the gate the
+//! matchmaker's and the token service's APIs use too). Without a configured token every route
+//! answers `forbidden`. These routes are deliberately absent from the OpenAPI document: they are not part
 //! of the public contract and may change with the GCS.
 //!
 //! | route | body | answer |
@@ -14,21 +15,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Path, State};
 use protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 use service_runtime::api::{ApiError, ApiJson};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::AppState;
-
-/// The shortest service token accepted, as for the token service.
-pub const MIN_SERVICE_TOKEN_LEN: usize = 16;
 
 /// The most ids one lookup may name.
 pub const MAX_LOOKUP: usize = 256;
@@ -64,66 +57,6 @@ pub struct LookupRequest {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LookupResponse {
     pub users: Vec<UserName>,
-}
-
-/// How a request stands towards the service token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServiceAuth {
-    /// No service token is configured: the internal API is off.
-    Disabled,
-    /// No bearer token was presented.
-    Missing,
-    /// A bearer token was presented and it is not the service token.
-    Wrong,
-    Trusted,
-}
-
-/// Digests the configured service token; `None` (internal API off) when unset or empty, an error
-/// when set but shorter than [`MIN_SERVICE_TOKEN_LEN`].
-pub fn service_token_hash(token: Option<&str>) -> anyhow::Result<Option<[u8; 32]>> {
-    match token.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(t) if t.len() < MIN_SERVICE_TOKEN_LEN => {
-            anyhow::bail!("service_token must be at least {MIN_SERVICE_TOKEN_LEN} characters")
-        }
-        Some(t) => Ok(Some(Sha256::digest(t.as_bytes()).into())),
-    }
-}
-
-/// Checks the request's `Authorization: Bearer …` against the service token in constant time
-/// (fixed-size digests, so neither the bytes nor the length leak).
-pub fn check_service_token(state: &AppState, headers: &HeaderMap) -> ServiceAuth {
-    let Some(expected) = &state.service_token_hash else { return ServiceAuth::Disabled };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    match presented {
-        None => ServiceAuth::Missing,
-        Some(token) => {
-            let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-            if bool::from(digest.ct_eq(expected)) { ServiceAuth::Trusted } else { ServiceAuth::Wrong }
-        }
-    }
-}
-
-/// Lets a request through to an internal route only with the service token.
-pub async fn require_service_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    match check_service_token(&state, req.headers()) {
-        ServiceAuth::Trusted => next.run(req).await,
-        ServiceAuth::Disabled => {
-            ApiError::msg(ErrorCode::Forbidden, "the internal API is disabled: login has no service_token").into_response()
-        }
-        ServiceAuth::Missing => {
-            ApiError::msg(ErrorCode::Unauthenticated, "a service bearer token is required").into_response()
-        }
-        ServiceAuth::Wrong => {
-            tracing::warn!("internal request with a wrong service token");
-            ApiError::msg(ErrorCode::TokenInvalid, "invalid service token").into_response()
-        }
-    }
 }
 
 /// `GET /internal/v1/users/{user_id}/social`.

@@ -30,7 +30,7 @@ use migrations::{Db, PoolConfig};
 use prometheus::Registry;
 use serde::Deserialize;
 use service_runtime::admin::{Admin, ReadyCheck};
-use service_runtime::api;
+use service_runtime::api::{self, ServiceToken, require_service_token};
 use service_runtime::ratelimit::{Quota, RateLimiter};
 use service_runtime::telemetry::LogConfig;
 use tokio::net::TcpListener;
@@ -161,8 +161,8 @@ pub struct AppState {
     pub(crate) auth_limiter: RateLimiter<IpAddr>,
     pub(crate) user_limiter: RateLimiter<uuid::Uuid>,
     pub(crate) ip_failures: RateLimiter<IpAddr>,
-    /// SHA-256 of the configured service token, `None` when the internal API is disabled.
-    pub(crate) service_token_hash: Option<[u8; 32]>,
+    /// The configured service token (its digest); disabled when unset, and so is the internal API.
+    pub(crate) service_token: ServiceToken,
     /// The matchmaker's read API, `None` when `matchmaker_api_url` is unset.
     pub(crate) ratings: Option<ratings::RatingsClient>,
 }
@@ -172,7 +172,7 @@ impl AppState {
     pub fn new(config: LoginConfig, db: Db, tokens: Tokens, registry: &Registry) -> anyhow::Result<Arc<AppState>> {
         let l = &config.limits;
         let per_s = l.requests_per_ip_per_s.max(1);
-        let service_token_hash = internal::service_token_hash(config.service_token.as_deref())?;
+        let service_token = ServiceToken::hash(config.service_token.as_deref())?;
         let ratings = ratings_client(&config)?;
         let state = AppState {
             store: Store::new(db),
@@ -186,7 +186,7 @@ impl AppState {
                 RateLimiter::new(Quota { burst: per_s * 2, per_second: f64::from(per_s) }, l.max_tracked_ips)
             },
             ip_failures: RateLimiter::new(Quota::per(l.failed_logins_per_ip, Duration::from_secs(15 * 60)), l.max_tracked_ips),
-            service_token_hash,
+            service_token,
             ratings,
             config,
         };
@@ -243,7 +243,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let internal_api = Router::new()
         .route("/users/{user_id}/social", get(internal::social))
         .route("/users/lookup", post(internal::lookup))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), internal::require_service_token));
+        .route_layer(axum::middleware::from_fn_with_state(state.service_token, require_service_token));
     let body_limit = state.config.limits.body_bytes;
     Router::new()
         .nest("/v1", v1)

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
+use service_runtime::internal_client::{self, CallError, InternalClient};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -82,59 +83,33 @@ pub enum RatingsError {
 /// A client for the matchmaker's read API. Cheap to clone; clones share the connection pool.
 #[derive(Clone, Debug)]
 pub struct RatingsClient {
-    http: reqwest::Client,
-    /// The matchmaker API's base URL without a trailing slash, e.g. `http://127.0.0.1:9104`.
-    base: String,
-    /// The `Authorization` header value.
-    bearer: String,
+    api: InternalClient,
 }
 
 impl RatingsClient {
     /// A client for the API at `base_url`, presenting `service_token`, giving up on a request
     /// (connection included) after `timeout`.
     pub fn new(base_url: &str, service_token: &str, timeout: Duration) -> Result<RatingsClient, RatingsError> {
-        let base = base_url.trim().trim_end_matches('/').to_owned();
-        let url = reqwest::Url::parse(&base).map_err(|e| RatingsError::Config(format!("{base_url:?}: {e}")))?;
-        if url.scheme() != "http" {
-            return Err(RatingsError::Config(format!("{base_url:?}: expected http://")));
-        }
-        if service_token.trim().is_empty() {
-            return Err(RatingsError::Config("service_token is empty".to_owned()));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| RatingsError::Config(format!("cannot build the http client: {e}")))?;
-        Ok(RatingsClient { http, base, bearer: format!("Bearer {}", service_token.trim()) })
+        let api = InternalClient::new(base_url, service_token, timeout, &["http"])
+            .map_err(|e| RatingsError::Config(e.to_string()))?;
+        Ok(RatingsClient { api })
     }
 
     /// `user_id`'s ratings in every mode and their [`RECENT_MATCHES`] latest matches.
     pub async fn player(&self, user_id: Uuid) -> Result<PlayerRatings, RatingsError> {
-        let url = format!("{}/internal/v1/players/{user_id}/ratings?recent={RECENT_MATCHES}", self.base);
-        let mut resp = self
-            .http
-            .get(url)
-            .header(reqwest::header::AUTHORIZATION, &self.bearer)
-            .send()
-            .await
-            .map_err(|e| RatingsError::Unavailable(describe(&e)))?;
+        let req = self.api.get(&format!("/internal/v1/players/{user_id}/ratings?recent={RECENT_MATCHES}"));
+        let mut resp = internal_client::send(req).await?;
         let status = resp.status();
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| RatingsError::Unavailable(describe(&e)))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| RatingsError::Unavailable(internal_client::describe(&e)))? {
             if body.len() + chunk.len() > MAX_BODY {
                 return Err(RatingsError::BadResponse(format!("answer longer than {MAX_BODY} bytes")));
             }
             body.extend_from_slice(&chunk);
         }
-        let detail = || format!("http {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]));
-        match status {
-            StatusCode::OK => {}
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(RatingsError::Unauthorized(detail())),
-            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
-                return Err(RatingsError::Unavailable(detail()));
-            }
-            _ => return Err(RatingsError::BadResponse(detail())),
+        if status != StatusCode::OK {
+            let detail = format!("http {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]));
+            return Err(internal_client::status_error(status, detail).into());
         }
         let player: PlayerRatings = serde_json::from_slice(&body).map_err(|e| RatingsError::BadResponse(e.to_string()))?;
         if player.user_id != user_id {
@@ -144,14 +119,12 @@ impl RatingsClient {
     }
 }
 
-/// The error with its sources, which reqwest keeps apart.
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+impl From<CallError> for RatingsError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Unavailable(detail) => RatingsError::Unavailable(detail),
+            CallError::Unauthorized(detail) => RatingsError::Unauthorized(detail),
+            CallError::BadResponse(detail) => RatingsError::BadResponse(detail),
+        }
     }
-    text
 }

@@ -3,95 +3,14 @@
 
 use std::sync::Arc;
 
-use login::{AppState, LoginConfig};
 use migrations::Db;
 use protocol::ErrorCode;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use token_service::{InProcessRevocations, Keyring, SigningKey, Tokens};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-struct Server {
-    base: String,
-    http: Client,
-    state: Arc<AppState>,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-fn test_config() -> LoginConfig {
-    let mut c = LoginConfig::default();
-    // Cheap hashing keeps the suite fast; the production parameters are checked in unit tests.
-    c.password_hashing.memory_kib = 1024;
-    c.password_hashing.iterations = 1;
-    // Generous limits, so only the tests about limits meet them.
-    c.limits.requests_per_ip_per_s = 1000;
-    c.limits.requests_per_user_per_s = 1000;
-    c.limits.auth_per_ip_per_min = 100_000;
-    c
-}
-
-async fn start(db: Db, config: LoginConfig) -> Server {
-    let tokens = Tokens::new(Keyring::generate(), config.tokens.clone(), db.clone(), Arc::new(InProcessRevocations::new()));
-    start_with(tokens, db, config).await
-}
-
-async fn start_with(tokens: Tokens, db: Db, config: LoginConfig) -> Server {
-    let state = AppState::new(config, db, tokens, &prometheus::Registry::new()).expect("state");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-    let base = format!("http://{}", listener.local_addr().expect("local addr"));
-    let shutdown = CancellationToken::new();
-    tokio::spawn(login::serve(listener, state.clone(), shutdown.clone()));
-    Server { base, http: Client::new(), state, shutdown }
-}
-
-impl Server {
-    async fn call(&self, method: Method, path: &str, bearer: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(t) = bearer {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request reaches the server");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
-        let mut req = self.http.post(format!("{}{}", self.base, path)).body(body);
-        if let Some(ct) = content_type {
-            req = req.header("content-type", ct);
-        }
-        let resp = req.send().await.expect("request reaches the server");
-        let status = resp.status();
-        (status, serde_json::from_str(&resp.text().await.expect("body")).unwrap_or(Value::Null))
-    }
-
-    async fn register(&self, username: &str, password: &str) -> Value {
-        let (s, body) = self
-            .call(Method::POST, "/v1/auth/register", None, Some(json!({"username": username, "password": password})))
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{body}");
-        body
-    }
-}
-
-/// Asserts a response is the JSON error for `code`, with its HTTP status.
-fn check_error((status, body): (StatusCode, Value), code: ErrorCode) {
-    assert_eq!(status.as_u16(), code.http_status(), "{body}");
-    assert_eq!(body["code"], json!(code.code()), "{body}");
-    assert_eq!(body["error"], json!(code.name()), "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
-}
+mod support;
+use support::{check_error, start, start_with, test_config};
 
 fn s(v: &Value) -> &str {
     v.as_str().expect("a string field")

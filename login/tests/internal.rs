@@ -2,97 +2,43 @@
 //! Postgres and on SQLite: the service token gate, the social graph through friend and block
 //! changes made with the public API, and username lookups.
 
-use std::sync::Arc;
-
 use login::{AppState, LoginConfig};
 use migrations::Db;
 use protocol::ErrorCode;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use token_service::{InProcessRevocations, Keyring, Tokens};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+
+mod support;
+use support::{Server, check_error, start};
 
 const SERVICE_TOKEN: &str = "internal-test-service-token-0123456789";
 
-struct Server {
-    base: String,
-    http: Client,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
 fn test_config(service_token: Option<&str>) -> LoginConfig {
-    let mut c = LoginConfig::default();
-    c.password_hashing.memory_kib = 1024;
-    c.password_hashing.iterations = 1;
-    c.limits.requests_per_ip_per_s = 1000;
-    c.limits.requests_per_user_per_s = 1000;
-    c.limits.auth_per_ip_per_min = 100_000;
+    let mut c = support::test_config();
     c.service_token = service_token.map(str::to_owned);
     c
 }
 
-async fn start(db: Db, config: LoginConfig) -> Server {
-    let tokens = Tokens::new(Keyring::generate(), config.tokens.clone(), db.clone(), Arc::new(InProcessRevocations::new()));
-    let state = AppState::new(config, db, tokens, &prometheus::Registry::new()).expect("state");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-    let base = format!("http://{}", listener.local_addr().expect("local addr"));
-    let shutdown = CancellationToken::new();
-    tokio::spawn(login::serve(listener, state, shutdown.clone()));
-    Server { base, http: Client::new(), shutdown }
+/// Registers `username`; (user id, session token), the id as the string the JSON carries.
+async fn register(srv: &Server, username: &str) -> (String, String) {
+    let (id, token) = srv.user(username).await;
+    (id.to_string(), token)
 }
 
-impl Server {
-    async fn call(&self, method: Method, path: &str, bearer: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(t) = bearer {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request reaches the server");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
+async fn social(srv: &Server, user_id: &str) -> Value {
+    let (s, body) = srv.call(Method::GET, &format!("/internal/v1/users/{user_id}/social"), Some(SERVICE_TOKEN), None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    body
+}
 
-    /// Registers `username` and returns (user id, session token).
-    async fn register(&self, username: &str) -> (String, String) {
-        let (s, body) = self
-            .call(Method::POST, "/v1/auth/register", None, Some(json!({"username": username, "password": "correct horse battery"})))
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{body}");
-        (str_of(&body["user_id"]), str_of(&body["session_token"]))
-    }
-
-    async fn social(&self, user_id: &str) -> Value {
-        let (s, body) = self.call(Method::GET, &format!("/internal/v1/users/{user_id}/social"), Some(SERVICE_TOKEN), None).await;
-        assert_eq!(s, StatusCode::OK, "{body}");
-        body
-    }
-
-    /// A user action through the public API that must succeed.
-    async fn act(&self, method: Method, path: &str, token: &str, body: Option<Value>) {
-        let (s, resp) = self.call(method, path, Some(token), body).await;
-        assert!(s.is_success(), "{path}: {s} {resp}");
-    }
+/// A user action through the public API that must succeed.
+async fn act(srv: &Server, method: Method, path: &str, token: &str, body: Option<Value>) {
+    let (s, resp) = srv.call(method, path, Some(token), body).await;
+    assert!(s.is_success(), "{path}: {s} {resp}");
 }
 
 fn str_of(v: &Value) -> String {
     v.as_str().expect("a string field").to_owned()
-}
-
-/// Asserts a response is the JSON error for `code`, with its HTTP status.
-fn check_error((status, body): (StatusCode, Value), code: ErrorCode) {
-    assert_eq!(status.as_u16(), code.http_status(), "{body}");
-    assert_eq!(body["code"], json!(code.code()), "{body}");
 }
 
 /// The friend ids and names of a social answer, in the order given.
@@ -118,7 +64,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 async fn internal_routes_need_the_service_token(db: Db) {
     let srv = start(db, test_config(Some(SERVICE_TOKEN))).await;
-    let (alice, session) = srv.register("alice").await;
+    let (alice, session) = register(&srv, "alice").await;
     let social = format!("/internal/v1/users/{alice}/social");
     let lookup = "/internal/v1/users/lookup";
     let ids = json!({"user_ids": [alice]});
@@ -143,7 +89,7 @@ async fn internal_routes_need_the_service_token(db: Db) {
 
 async fn internal_routes_are_off_without_a_service_token(db: Db) {
     let srv = start(db, test_config(None)).await;
-    let (alice, _) = srv.register("alice").await;
+    let (alice, _) = register(&srv, "alice").await;
     for bearer in [None, Some(SERVICE_TOKEN), Some("")] {
         check_error(
             srv.call(Method::GET, &format!("/internal/v1/users/{alice}/social"), bearer, None).await,
@@ -158,52 +104,52 @@ async fn internal_routes_are_off_without_a_service_token(db: Db) {
 
 async fn social_graph_follows_friend_and_block_changes(db: Db) {
     let srv = start(db, test_config(Some(SERVICE_TOKEN))).await;
-    let (alice, ta) = srv.register("alice").await;
-    let (bob, tb) = srv.register("bob").await;
-    let (carol, tc) = srv.register("carol").await;
-    let (dave, td) = srv.register("dave").await;
+    let (alice, ta) = register(&srv, "alice").await;
+    let (bob, tb) = register(&srv, "bob").await;
+    let (carol, tc) = register(&srv, "carol").await;
+    let (dave, td) = register(&srv, "dave").await;
 
     // A pending request makes nobody a friend.
-    srv.act(Method::POST, "/v1/friends/requests", &ta, Some(json!({"user_id": bob}))).await;
-    srv.act(Method::POST, "/v1/friends/requests", &tc, Some(json!({"username": "alice"}))).await;
-    assert!(friends_of(&srv.social(&alice).await).is_empty());
-    assert!(friends_of(&srv.social(&bob).await).is_empty());
+    act(&srv, Method::POST, "/v1/friends/requests", &ta, Some(json!({"user_id": bob}))).await;
+    act(&srv, Method::POST, "/v1/friends/requests", &tc, Some(json!({"username": "alice"}))).await;
+    assert!(friends_of(&social(&srv, &alice).await).is_empty());
+    assert!(friends_of(&social(&srv, &bob).await).is_empty());
 
     // Accepting makes both sides friends, ordered by name.
-    srv.act(Method::POST, &format!("/v1/friends/requests/{alice}/accept"), &tb, None).await;
-    srv.act(Method::POST, &format!("/v1/friends/requests/{carol}/accept"), &ta, None).await;
-    let a = srv.social(&alice).await;
+    act(&srv, Method::POST, &format!("/v1/friends/requests/{alice}/accept"), &tb, None).await;
+    act(&srv, Method::POST, &format!("/v1/friends/requests/{carol}/accept"), &ta, None).await;
+    let a = social(&srv, &alice).await;
     assert_eq!(a["username"], "alice");
     assert_eq!(friends_of(&a), vec![(bob.clone(), "bob".to_owned()), (carol.clone(), "carol".to_owned())]);
-    assert_eq!(friends_of(&srv.social(&bob).await), vec![(alice.clone(), "alice".to_owned())]);
-    assert_eq!(friends_of(&srv.social(&carol).await), vec![(alice.clone(), "alice".to_owned())]);
+    assert_eq!(friends_of(&social(&srv, &bob).await), vec![(alice.clone(), "alice".to_owned())]);
+    assert_eq!(friends_of(&social(&srv, &carol).await), vec![(alice.clone(), "alice".to_owned())]);
 
     // Removal from either side ends the friendship for both.
-    srv.act(Method::DELETE, &format!("/v1/friends/{alice}"), &tc, None).await;
-    assert_eq!(friends_of(&srv.social(&alice).await), vec![(bob.clone(), "bob".to_owned())]);
-    assert!(friends_of(&srv.social(&carol).await).is_empty());
+    act(&srv, Method::DELETE, &format!("/v1/friends/{alice}"), &tc, None).await;
+    assert_eq!(friends_of(&social(&srv, &alice).await), vec![(bob.clone(), "bob".to_owned())]);
+    assert!(friends_of(&social(&srv, &carol).await).is_empty());
 
     // Blocks show on both sides: `blocked` for the blocker, `blocked_by` for the blocked.
-    srv.act(Method::POST, "/v1/blocks", &td, Some(json!({"user_id": alice}))).await;
-    srv.act(Method::POST, "/v1/blocks", &ta, Some(json!({"user_id": bob}))).await;
-    let a = srv.social(&alice).await;
+    act(&srv, Method::POST, "/v1/blocks", &td, Some(json!({"user_id": alice}))).await;
+    act(&srv, Method::POST, "/v1/blocks", &ta, Some(json!({"user_id": bob}))).await;
+    let a = social(&srv, &alice).await;
     assert!(friends_of(&a).is_empty(), "a block ends the friendship: {a}");
     assert_eq!(ids_of(&a["blocked"]), vec![bob.clone()]);
     assert_eq!(ids_of(&a["blocked_by"]), vec![dave.clone()]);
-    let b = srv.social(&bob).await;
+    let b = social(&srv, &bob).await;
     assert!(friends_of(&b).is_empty());
     assert_eq!(ids_of(&b["blocked"]), Vec::<String>::new());
     assert_eq!(ids_of(&b["blocked_by"]), vec![alice.clone()]);
-    let d = srv.social(&dave).await;
+    let d = social(&srv, &dave).await;
     assert_eq!(ids_of(&d["blocked"]), vec![alice.clone()]);
     assert_eq!(ids_of(&d["blocked_by"]), Vec::<String>::new());
-    srv.act(Method::POST, "/v1/blocks", &tc, Some(json!({"user_id": alice}))).await;
-    assert_eq!(ids_of(&srv.social(&alice).await["blocked_by"]), sorted(vec![carol.clone(), dave.clone()]));
+    act(&srv, Method::POST, "/v1/blocks", &tc, Some(json!({"user_id": alice}))).await;
+    assert_eq!(ids_of(&social(&srv, &alice).await["blocked_by"]), sorted(vec![carol.clone(), dave.clone()]));
 
     // Unblocking clears both views.
-    srv.act(Method::DELETE, &format!("/v1/blocks/{alice}"), &td, None).await;
-    assert_eq!(ids_of(&srv.social(&alice).await["blocked_by"]), vec![carol.clone()]);
-    assert_eq!(ids_of(&srv.social(&dave).await["blocked"]), Vec::<String>::new());
+    act(&srv, Method::DELETE, &format!("/v1/blocks/{alice}"), &td, None).await;
+    assert_eq!(ids_of(&social(&srv, &alice).await["blocked_by"]), vec![carol.clone()]);
+    assert_eq!(ids_of(&social(&srv, &dave).await["blocked"]), Vec::<String>::new());
 
     // An unknown user is `user_not_found`; a malformed id is refused.
     let unknown = uuid::Uuid::new_v4();
@@ -217,8 +163,8 @@ async fn social_graph_follows_friend_and_block_changes(db: Db) {
 
 async fn lookup_names_known_users_once(db: Db) {
     let srv = start(db, test_config(Some(SERVICE_TOKEN))).await;
-    let (alice, _) = srv.register("Alice").await;
-    let (bob, _) = srv.register("bob").await;
+    let (alice, _) = register(&srv, "Alice").await;
+    let (bob, _) = register(&srv, "bob").await;
     let unknown = uuid::Uuid::new_v4().to_string();
     let lookup = "/internal/v1/users/lookup";
 
@@ -284,8 +230,9 @@ migrations::both_backends!(
 #[tokio::test]
 async fn a_short_service_token_is_refused_at_start() {
     let t = migrations::testing::TestDb::sqlite().await;
-    let tokens = Tokens::new(Keyring::generate(), Default::default(), t.db.clone(), Arc::new(InProcessRevocations::new()));
-    let err = AppState::new(test_config(Some("too-short")), t.db.clone(), tokens, &prometheus::Registry::new()).err();
+    let config = test_config(Some("too-short"));
+    let tokens = support::tokens(&t.db, &config);
+    let err = AppState::new(config, t.db.clone(), tokens, &prometheus::Registry::new()).err();
     assert!(err.is_some_and(|e| e.to_string().contains("service_token")));
     t.drop_db().await;
 }

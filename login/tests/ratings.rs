@@ -3,18 +3,18 @@
 //! Postgres and on SQLite; and the account still answering, with `ratings: null`, when the
 //! matchmaker is not configured, unreachable or refuses login's token.
 
-use std::sync::Arc;
-
 use login::{AppState, LoginConfig};
 use matchmaker::ratings::Winner;
 use matchmaker::store::{MatchResult, Recorded, ResultStore};
 use migrations::Db;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use token_service::{InProcessRevocations, Keyring, Tokens};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+mod support;
+use support::{Server, start};
 
 migrations::both_backends!(
     the_account_shows_ratings_after_a_stored_result,
@@ -34,33 +34,12 @@ impl Drop for Stop {
     }
 }
 
-struct Login {
-    base: String,
-    http: Client,
-    _stop: Stop,
-}
-
 fn test_config(matchmaker_api_url: Option<String>) -> LoginConfig {
-    let mut c = LoginConfig::default();
-    c.password_hashing.memory_kib = 1024;
-    c.password_hashing.iterations = 1;
-    c.limits.requests_per_ip_per_s = 1000;
-    c.limits.requests_per_user_per_s = 1000;
-    c.limits.auth_per_ip_per_min = 100_000;
+    let mut c = support::test_config();
     c.service_token = Some(SERVICE_TOKEN.to_owned());
     c.matchmaker_api_url = matchmaker_api_url;
     c.matchmaker_api_timeout_ms = 2000;
     c
-}
-
-async fn start_login(db: Db, config: LoginConfig) -> Login {
-    let tokens = Tokens::new(Keyring::generate(), config.tokens.clone(), db.clone(), Arc::new(InProcessRevocations::new()));
-    let state = AppState::new(config, db, tokens, &prometheus::Registry::new()).expect("state");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-    let base = format!("http://{}", listener.local_addr().expect("local addr"));
-    let shutdown = CancellationToken::new();
-    tokio::spawn(login::serve(listener, state, shutdown.clone()));
-    Login { base, http: Client::new(), _stop: Stop(shutdown) }
 }
 
 /// The matchmaker's read API on its own loopback listener, guarded by `token`; its base URL.
@@ -77,45 +56,19 @@ async fn axum_serve(listener: TcpListener, router: axum::Router, stop: Cancellat
     let _ = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
 }
 
-impl Login {
-    async fn call(&self, method: Method, path: &str, bearer: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(t) = bearer {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request reaches the server");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// Registers `username`; (user id, session token).
-    async fn register(&self, username: &str) -> (Uuid, String) {
-        let (s, body) = self
-            .call(Method::POST, "/v1/auth/register", None, Some(json!({"username": username, "password": "correct horse battery"})))
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{body}");
-        let id = body["user_id"].as_str().and_then(|s| s.parse().ok()).expect("user_id");
-        (id, body["session_token"].as_str().expect("session_token").to_owned())
-    }
-
-    async fn account(&self, session: &str) -> Value {
-        let (s, body) = self.call(Method::GET, "/v1/account", Some(session), None).await;
-        assert_eq!(s, StatusCode::OK, "{body}");
-        body
-    }
+async fn account(login: &Server, session: &str) -> Value {
+    let (s, body) = login.call(Method::GET, "/v1/account", Some(session), None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    body
 }
 
 async fn the_account_shows_ratings_after_a_stored_result(db: Db) {
     let (api, _api) = start_matchmaker_api(db.clone(), SERVICE_TOKEN).await;
-    let login = start_login(db.clone(), test_config(Some(format!("{api}/")))).await;
-    let (me, session) = login.register("rated_player").await;
+    let login = start(db.clone(), test_config(Some(format!("{api}/")))).await;
+    let (me, session) = login.user("rated_player").await;
 
     // Before any match: known to the matchmaker as nobody, so empty lists, not null.
-    let before = login.account(&session).await;
+    let before = account(&login, &session).await;
     assert_eq!((&before["ratings"], &before["recent_matches"]), (&json!([]), &json!([])), "{before}");
 
     let store = ResultStore::new(db);
@@ -132,7 +85,7 @@ async fn the_account_shows_ratings_after_a_stored_result(db: Db) {
     let recorded = store.record_result(&result, 1_700_000_300_001).await.expect("record");
     assert!(matches!(recorded, Recorded::Applied(_)), "{recorded:?}");
 
-    let after = login.account(&session).await;
+    let after = account(&login, &session).await;
     assert_eq!(after["user_id"], json!(me.to_string()));
     let ratings = after["ratings"].as_array().expect("ratings listed");
     assert_eq!(ratings.len(), 1, "{after}");
@@ -156,25 +109,25 @@ async fn the_account_answers_without_ratings_when_the_matchmaker_is_unreachable(
     let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let addr = closed.local_addr().expect("local addr");
     drop(closed);
-    let login = start_login(db, test_config(Some(format!("http://{addr}")))).await;
-    let (_, session) = login.register("lonely_player").await;
-    let account = login.account(&session).await;
+    let login = start(db, test_config(Some(format!("http://{addr}")))).await;
+    let (_, session) = login.user("lonely_player").await;
+    let account = account(&login, &session).await;
     assert_eq!(account["username"], json!("lonely_player"));
     assert_eq!((&account["ratings"], &account["recent_matches"]), (&Value::Null, &Value::Null), "{account}");
 }
 
 async fn the_account_answers_without_ratings_when_the_matchmaker_refuses_the_token(db: Db) {
     let (api, _api) = start_matchmaker_api(db.clone(), "a-different-service-token-0123456789").await;
-    let login = start_login(db, test_config(Some(api))).await;
-    let (_, session) = login.register("refused_player").await;
-    let account = login.account(&session).await;
+    let login = start(db, test_config(Some(api))).await;
+    let (_, session) = login.user("refused_player").await;
+    let account = account(&login, &session).await;
     assert_eq!((&account["ratings"], &account["recent_matches"]), (&Value::Null, &Value::Null), "{account}");
 }
 
 async fn the_account_has_null_ratings_without_a_matchmaker(db: Db) {
-    let login = start_login(db.clone(), test_config(None)).await;
-    let (_, session) = login.register("unrated_player").await;
-    let account = login.account(&session).await;
+    let login = start(db.clone(), test_config(None)).await;
+    let (_, session) = login.user("unrated_player").await;
+    let account = account(&login, &session).await;
     assert_eq!(account["ratings"], Value::Null, "{account}");
 
     // The field is part of the public contract.
@@ -189,7 +142,7 @@ async fn the_account_has_null_ratings_without_a_matchmaker(db: Db) {
     // A URL without a token to present is a config error, not a silent null.
     let mut config = test_config(Some("http://127.0.0.1:9104".to_owned()));
     config.service_token = None;
-    let tokens = Tokens::new(Keyring::generate(), config.tokens.clone(), db.clone(), Arc::new(InProcessRevocations::new()));
+    let tokens = support::tokens(&db, &config);
     let err = AppState::new(config, db, tokens, &prometheus::Registry::new())
         .err()
         .expect("matchmaker_api_url without service_token is refused");

@@ -3,8 +3,8 @@
 //! shows them on `/v1/account`) asks here instead of reading the tables.
 //!
 //! Every route needs `Authorization: Bearer <service token>` (the matchmaker's `service_token`,
-//! compared in constant time as SHA-256 digests, as login's internal API does). With an empty
-//! token every route answers `forbidden`.
+//! compared in constant time as SHA-256 digests by [`service_runtime::api::ServiceToken`], the
+//! gate login's internal API uses too). With an empty token every route answers `forbidden`.
 //!
 //! | route | answer |
 //! |---|---|
@@ -22,17 +22,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use migrations::{Db, on_db};
 use protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
-use service_runtime::api::{ApiError, ApiJson};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use service_runtime::api::{ApiError, ApiJson, ServiceToken, require_service_token};
 use uuid::Uuid;
 
 use crate::store::StoreError;
@@ -86,15 +81,10 @@ pub struct RecentMatch {
 /// The read API's routes over `db`, guarded by `service_token`. Stateless apart from the pool, so
 /// it can be merged into any router (it sets no fallback, which a merge would refuse twice).
 pub fn router(db: Db, service_token: &str) -> Router {
-    let token = service_token.trim();
-    let state = Arc::new(ApiState {
-        db,
-        token_hash: (!token.is_empty()).then(|| Sha256::digest(token.as_bytes()).into()),
-    });
     Router::new()
         .route("/internal/v1/players/{user_id}/ratings", get(player_ratings))
-        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), require_service_token))
-        .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(ServiceToken::digest(service_token), require_service_token))
+        .with_state(Arc::new(ApiState { db }))
 }
 
 /// `user_id`'s ratings in every mode and their `recent` latest matches (at most [`MAX_RECENT`]),
@@ -157,8 +147,6 @@ const SELECT_RECENT: &str = "SELECT p.match_id, m.mode, m.region, p.outcome, m.r
 
 struct ApiState {
     db: Db,
-    /// SHA-256 of the service token; `None` (every route forbidden) when it is empty.
-    token_hash: Option<[u8; 32]>,
 }
 
 #[derive(Deserialize)]
@@ -180,29 +168,4 @@ async fn player_ratings(
     }
     let player = read_player(&state.db, user_id, recent).await.map_err(ApiError::internal)?;
     Ok(ApiJson(player))
-}
-
-/// Lets a request through only with the service token, compared as fixed-size digests so neither
-/// its bytes nor its length leak.
-async fn require_service_token(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    let Some(expected) = &state.token_hash else {
-        return ApiError::msg(ErrorCode::Forbidden, "the internal API is disabled: no service_token").into_response();
-    };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let Some(token) = presented else {
-        return ApiError::msg(ErrorCode::Unauthenticated, "a service bearer token is required").into_response();
-    };
-    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    if bool::from(digest.ct_eq(expected)) {
-        next.run(req).await
-    } else {
-        tracing::warn!("internal request with a wrong service token");
-        ApiError::msg(ErrorCode::TokenInvalid, "invalid service token").into_response()
-    }
 }

@@ -1,6 +1,7 @@
 //! JSON errors for REST services: every failure is `{code, error, message}` with the protocol's
 //! stable error code and the HTTP status that code maps to, including the rejections of axum's own
-//! extractors (bad JSON, wrong types, oversize bodies, unknown routes).
+//! extractors (bad JSON, wrong types, oversize bodies, unknown routes); and the service-token gate
+//! of the APIs for trusted services ([`ServiceToken`], [`require_service_token`]).
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -9,6 +10,10 @@ use axum::response::{IntoResponse, Response};
 use protocol::ErrorCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+mod service_token;
+
+pub use service_token::{MIN_SERVICE_TOKEN_LEN, ServiceAuth, ServiceToken, ServiceTokenTooShort, require_service_token};
 
 /// An error answered to a REST client.
 #[derive(Debug, Clone, PartialEq, Eq)]

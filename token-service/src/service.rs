@@ -4,7 +4,6 @@
 pub mod config;
 pub mod http;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,14 +136,7 @@ async fn purge_loop(tokens: Tokens, shutdown: CancellationToken) {
 
 /// `Db::open` creates a SQLite file but not its folder; the default lives in `./data/`.
 fn create_sqlite_dir(url: &str) -> Result<(), StartError> {
-    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
-        return Ok(());
-    };
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return Ok(());
-    }
-    match Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+    match service_runtime::sqlite_dir(url) {
         Some(dir) => std::fs::create_dir_all(dir)
             .map_err(|source| StartError::DataDir { path: dir.display().to_string(), source }),
         None => Ok(()),

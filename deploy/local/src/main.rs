@@ -464,7 +464,7 @@ async fn start_gcs(
     let (matchmaker, pushes) = ServiceClient::start(client_config, shutdown.clone());
     let outbox = outbox::Outbox::new(db.clone(), GCS_EVENT_SOURCE);
     let chat = gcs::chat_store::ChatStore::new(db.clone());
-    tokio::spawn(expire_chat(chat.clone(), gcs_config.chat_retention_days, shutdown.clone()));
+    tokio::spawn(gcs::server::expire_chat(chat.clone(), gcs_config.chat_retention_days, shutdown.clone()));
     let backends = gcs::Backends {
         node_id: GCS_NODE.into(),
         cluster: cluster.clone(),
@@ -477,23 +477,6 @@ async fn start_gcs(
         .await
         .context("cannot start the GCS")?;
     Ok(Gcs { server, cluster })
-}
-
-/// Deletes chat history older than the retention, once an hour.
-async fn expire_chat(chat: gcs::chat_store::ChatStore, retention_days: u32, shutdown: CancellationToken) {
-    let retention_ms = i64::from(retention_days) * 86_400_000;
-    let mut every = tokio::time::interval(Duration::from_secs(3_600));
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
-        match chat.delete_older_than(service_runtime::now_ms() - retention_ms).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "expired chat history"),
-            Err(e) => tracing::warn!(error = %e, "chat retention failed"),
-        }
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {

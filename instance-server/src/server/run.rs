@@ -14,7 +14,6 @@
 //! for another relay if that fails).
 
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -248,14 +247,7 @@ impl EventRelay {
 
 /// `Db::open` creates a SQLite file but not its folder; the default lives in `./data/`.
 fn create_sqlite_dir(url: &str) -> Result<(), RunError> {
-    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
-        return Ok(());
-    };
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return Ok(());
-    }
-    match Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+    match service_runtime::sqlite_dir(url) {
         Some(dir) => Ok(std::fs::create_dir_all(dir)?),
         None => Ok(()),
     }

@@ -15,17 +15,16 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 use protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 use service_runtime::admin::Admin;
-use service_runtime::api::{ApiError, ApiJson, method_not_allowed, not_found, panic_response};
+use service_runtime::api::{
+    ApiError, ApiJson, ServiceToken, method_not_allowed, not_found, panic_response, require_service_token,
+};
 use service_runtime::now_ms;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -46,9 +45,8 @@ pub struct HttpState {
 
 struct Inner {
     tokens: Tokens,
-    /// SHA-256 of the service token: comparing fixed-size digests in constant time leaks neither
-    /// the token's bytes nor its length.
-    service_token_hash: [u8; 32],
+    /// The service token's digest, compared in constant time by the shared service-token gate.
+    service_token: ServiceToken,
     admin: Admin,
     body_limit_bytes: usize,
 }
@@ -66,7 +64,7 @@ impl HttpState {
         Ok(HttpState {
             inner: Arc::new(Inner {
                 tokens,
-                service_token_hash: Sha256::digest(service_token.as_bytes()).into(),
+                service_token: ServiceToken::digest(service_token),
                 admin: Admin::default(),
                 body_limit_bytes: 16 * 1024,
             }),
@@ -95,7 +93,7 @@ impl HttpState {
     fn map(self, f: impl FnOnce(&mut Inner)) -> HttpState {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             tokens: shared.tokens.clone(),
-            service_token_hash: shared.service_token_hash,
+            service_token: shared.service_token,
             admin: shared.admin.clone(),
             body_limit_bytes: shared.body_limit_bytes,
         });
@@ -111,7 +109,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/tokens/introspect", post(introspect))
         .route("/v1/tokens/revoke", post(revoke))
         .route("/v1/tokens/join", post(mint_join))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_service_token))
+        .route_layer(middleware::from_fn_with_state(state.inner.service_token, require_service_token))
         .with_state(state.clone());
     Router::new()
         .merge(api)
@@ -139,26 +137,6 @@ pub fn api_error(e: TokenError) -> ApiError {
             ApiError::new(ErrorCode::Unavailable)
         }
         code => ApiError::msg(code, e.to_string()),
-    }
-}
-
-async fn require_service_token(State(state): State<HttpState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    match presented {
-        None => ApiError::msg(ErrorCode::Unauthenticated, "a service bearer token is required").into_response(),
-        Some(token) => {
-            let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-            if bool::from(digest.ct_eq(&state.inner.service_token_hash)) {
-                next.run(req).await
-            } else {
-                tracing::warn!("request with a wrong service token");
-                ApiError::msg(ErrorCode::TokenInvalid, "invalid service token").into_response()
-            }
-        }
     }
 }
 
