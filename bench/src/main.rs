@@ -5,8 +5,11 @@
 //! Adding a scenario: a module with `Args` (clap) and `run(&Args) -> anyhow::Result<Report>`,
 //! and one variant in [`Scenario`].
 
+mod e2e;
+mod gcs;
 mod instance;
 mod matchmaker;
+mod proc;
 mod report;
 mod transport;
 
@@ -31,6 +34,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
+    /// The whole system (`tavern`, launched or already running) under simulated players who
+    /// register, log in, link, queue, play whole matches with a bot and queue again: matches,
+    /// errors, time to match.
+    E2e(e2e::Args),
+    /// One GCS process: authenticated links held per transport and memory per link, chat
+    /// fan-out deliveries/s and latency in the common area.
+    Gcs(gcs::Args),
     /// The instance server: rules-engine commands/s, RSS of an idle spawned instance, RSS per
     /// match and matches held in a high-density host with bots playing.
     Instance(instance::Args),
@@ -45,6 +55,8 @@ enum Scenario {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report: Report = match &cli.scenario {
+        Scenario::E2e(args) => e2e::run(args)?,
+        Scenario::Gcs(args) => gcs::run(args)?,
         Scenario::Instance(args) => instance::run(args)?,
         Scenario::Matchmaker(args) => matchmaker::run(args)?,
         Scenario::Transport(args) => transport::run(args)?,

@@ -18,8 +18,7 @@
 //! re-executes itself with.
 
 mod c_echo;
-mod load;
-mod proc;
+pub(crate) mod load;
 mod server;
 
 use std::path::PathBuf;
@@ -28,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use self::proc::{CpuMeter, Pinning, Proc};
+use crate::proc::{CpuMeter, Pinning, Proc};
 use crate::report::{Report, Section, Table, round};
 
 /// How long a server may take to print its address.

@@ -32,6 +32,14 @@ pub struct GcsConfig {
     pub redis_prefix: String,
     /// Capacity of the transports' shared event channel.
     pub event_capacity: usize,
+    /// ENet/DTLS sessions held at once (one UDP socket: no file-descriptor ceiling).
+    pub max_enet_links: usize,
+    /// ENet/DTLS sessions one IP address may hold (players behind one NAT share it).
+    pub max_enet_links_per_ip: usize,
+    /// WebSocket links held at once (each is a file descriptor: keep under the process limit).
+    pub max_ws_links: usize,
+    /// WebSocket links one IP address may hold.
+    pub max_ws_links_per_ip: usize,
     pub session: SessionConfig,
     /// Chat, room and presence limits.
     pub hub: HubConfig,
@@ -67,6 +75,10 @@ impl Default for GcsConfig {
             redis_url: None,
             redis_prefix: "tavern:".into(),
             event_capacity: 65_536,
+            max_enet_links: 100_000,
+            max_enet_links_per_ip: 64,
+            max_ws_links: 19_000,
+            max_ws_links_per_ip: 256,
             session: SessionConfig::default(),
             hub: HubConfig::default(),
             node_id: String::new(),

@@ -103,10 +103,22 @@ impl GcsServer {
     ) -> Result<GcsServer, ServerError> {
         let (events_tx, events) = mpsc::channel(config.event_capacity.max(1));
         let mut links = Links::new();
-        let enet_config = EnetConfig { bind: config.enet_bind, identity: Some(identity), ..EnetConfig::default() };
+        let enet_config = EnetConfig {
+            bind: config.enet_bind,
+            identity: Some(identity),
+            max_sessions: config.max_enet_links,
+            max_sessions_per_ip: config.max_enet_links_per_ip,
+            ..EnetConfig::default()
+        };
         let enet = EnetServer::start(enet_config, links.next_index(), events_tx.clone(), shutdown.clone()).await?;
         links.add(enet.sink());
-        let ws_config = WsConfig { bind: config.ws_bind, path: config.ws_path.clone(), ..WsConfig::default() };
+        let ws_config = WsConfig {
+            bind: config.ws_bind,
+            path: config.ws_path.clone(),
+            max_links: config.max_ws_links,
+            max_links_per_ip: config.max_ws_links_per_ip,
+            ..WsConfig::default()
+        };
         let ws = WsServer::start(ws_config, links.next_index(), events_tx, shutdown.clone()).await?;
         links.add(ws.sink());
         let revocations = verifier.revocations().subscribe();

@@ -34,7 +34,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// Connects in flight at once while opening links to hold.
 const HOLD_CONNECT_CONCURRENCY: usize = 64;
 /// Source addresses 127.0.0.2 … 127.0.0.254 (DESIGN.md §11).
-const SOURCE_ADDRESSES: usize = 253;
+pub(crate) const SOURCE_ADDRESSES: usize = 253;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -178,12 +178,12 @@ impl Client {
 }
 
 /// 127.0.0.2 … 127.0.0.254, port chosen by the kernel.
-fn source_addr(index: usize) -> SocketAddr {
+pub(crate) fn source_addr(index: usize) -> SocketAddr {
     let last = 2 + (index % SOURCE_ADDRESSES) as u8;
     SocketAddr::from((Ipv4Addr::new(127, 0, 0, last), 0))
 }
 
-fn parse_pin(hex: &str) -> Result<[u8; 32]> {
+pub(crate) fn parse_pin(hex: &str) -> Result<[u8; 32]> {
     let mut pin = [0u8; 32];
     if hex.len() != 64 {
         bail!("pin {hex:?} is not 64 hex digits");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use instance_server::autoplay::{self, Outcome};
 use instance_server::catalog::Catalog;
 use protocol::tavern::{
-    ChannelKind, ChannelT, ChatSendT, ClientBodyT, FriendsPresenceRequestT, HelloT, MatchFoundT, PresenceState, QueueJoinT,
+    ChannelKind, ChannelT, ChatSendT, ClientBodyT, FriendsPresenceRequestT, HelloT, MatchFoundT, PingT, PresenceState, QueueJoinT,
     ServerBodyT, ServerMessageT, UuidT,
 };
 use protocol::{PROTOCOL_VERSION, build};
@@ -206,8 +206,23 @@ async fn two_players_go_from_registration_to_a_rated_game_over_both_transports()
     bob.sees(ada.id, PresenceState::InMatch).await;
 
     // The game, Ada over ENet/DTLS and Bob over WebSocket, both played by bots.
+    // The GCS links stay up meanwhile: a client heartbeats (the GCS closes a link silent for 6 s).
     let game = async {
-        tokio::join!(play(found_ada, &l, Some(pin), 1), play(found_bob, &l, None, 2))
+        let both = async { tokio::join!(play(found_ada, &l, Some(pin), 1), play(found_bob, &l, None, 2)) };
+        tokio::pin!(both);
+        let mut beat = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                outcomes = &mut both => break outcomes,
+                _ = beat.tick() => {
+                    for p in [&mut ada, &mut bob] {
+                        p.cid += 1;
+                        let ping = ClientBodyT::Ping(Box::new(build!(PingT { client_time_ms: 0 })));
+                        p.gcs.send_request(p.cid, ping).expect("heartbeat sent");
+                    }
+                }
+            }
+        }
     };
     let (ada_outcome, bob_outcome) = tokio::time::timeout(GAME, game).await.expect("the game ends in time");
     let ada_won = match (ada_outcome, bob_outcome) {

@@ -1,4 +1,4 @@
-//! Child processes of the transport bench: the server under test and the load workers, each
+//! Child processes of the bench's scenarios: the server under test and the load workers, each
 //! pinned to its core with `taskset`, talking to the orchestrator in stdout lines (one JSON
 //! object per line) and listening for commands on stdin. A child is killed when its handle is
 //! dropped, whatever path the orchestrator leaves by.
@@ -129,6 +129,16 @@ impl Proc {
             let _ = self.child.kill().await;
         }
     }
+
+    /// Kills the child at once (a server that does not read stdin) and reaps it.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Whether the child has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
 }
 
 impl Drop for Proc {
@@ -136,6 +146,32 @@ impl Drop for Proc {
         // kill_on_drop also does this; being explicit costs nothing.
         let _ = self.child.start_kill();
     }
+}
+
+/// The workspace binary `name` beside the bench's own executable (`target/<profile>/name`),
+/// built with cargo in the same profile when it is missing.
+pub fn sibling_bin(name: &str) -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    // Test binaries live one level down, in `target/<profile>/deps`.
+    let mut dir = exe.parent().ok_or_else(|| anyhow!("bench binary has no directory"))?;
+    if dir.ends_with("deps") {
+        dir = dir.parent().ok_or_else(|| anyhow!("bench binary has no profile directory"))?;
+    }
+    let bin = dir.join(name);
+    if !bin.exists() {
+        eprintln!("bench: building the {name} binary");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-p", name, "--bin", name]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status()?;
+        if !status.success() || !bin.exists() {
+            bail!("could not build {}", bin.display());
+        }
+    }
+    Ok(bin)
 }
 
 /// CPU time of a process in seconds. Linux reports it in clock ticks, 100 per second on every
