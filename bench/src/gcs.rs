@@ -154,12 +154,7 @@ impl Kind {
 
 pub fn run(args: &Args) -> Result<Report> {
     if let Some(Worker::WorkerLoad(a)) = &args.worker {
-        // A worker prints only its own JSON lines: it must not fall through to the report.
-        let result = load::run(a);
-        if let Err(e) = &result {
-            eprintln!("bench gcs worker: {e:#}");
-        }
-        std::process::exit(if result.is_ok() { 0 } else { 1 });
+        crate::proc::exit_worker("gcs", load::run(a));
     }
     check_args(args)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

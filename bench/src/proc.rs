@@ -231,3 +231,13 @@ mod tests {
         assert_eq!(cpu_seconds(u32::MAX), None);
     }
 }
+
+/// Ends a worker process of `scenario`: its error on stderr, exit status 0 or 1. A worker prints
+/// only its own lines, so it must never fall through to the scenario's report.
+pub fn exit_worker(scenario: &str, result: anyhow::Result<()>) -> ! {
+    if let Err(e) = &result {
+        eprintln!("bench {scenario} worker: {e:#}");
+    }
+    std::process::exit(if result.is_ok() { 0 } else { 1 });
+}
+

@@ -135,10 +135,7 @@ pub fn run(args: &Args) -> Result<Report> {
             Worker::WorkerServer(a) => server::run(a),
             Worker::WorkerLoad(a) => load::run(a),
         };
-        if let Err(e) = &result {
-            eprintln!("bench transport worker: {e:#}");
-        }
-        std::process::exit(if result.is_ok() { 0 } else { 1 });
+        crate::proc::exit_worker("transport", result);
     }
     check_args(args)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -4,13 +4,15 @@
 //! one JSON object with the figures. Asserts behaviour (a match was played, no step failed, the
 //! fields are there, tavern stopped on SIGTERM), never speed.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::Value;
+
+mod support;
+use support::{run_bench, scratch_dir};
 
 /// The whole run is bounded; one match with bots takes a few seconds.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
@@ -19,15 +21,14 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 fn e2e_scenario_plays_a_match_and_prints_the_figures_as_one_json_line() -> Result<()> {
     let bench = PathBuf::from(env!("CARGO_BIN_EXE_bench"));
     let tavern = tavern_binary(&bench)?;
-    let dir = std::env::temp_dir().join(format!("tavern-bench-e2e-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = scratch_dir("e2e")?;
     let out = run_bench(
-        &bench,
         &[
             "e2e", "--players", "2", "--matches", "1", "--seconds", "60", "--json", "--tavern-bin",
             tavern.to_str().context("tavern path is not UTF-8")?, "--report-dir",
             dir.to_str().context("temp dir path is not UTF-8")?,
         ],
+        RUN_LIMIT,
     );
     let report_files = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
     let _ = std::fs::remove_dir_all(&dir);
@@ -73,35 +74,3 @@ fn tavern_binary(bench: &Path) -> Result<PathBuf> {
     Ok(tavern)
 }
 
-/// Runs the bench binary, bounded by [`RUN_LIMIT`], and returns its stdout.
-fn run_bench(bench: &Path, args: &[&str]) -> Result<String> {
-    let mut child = Command::new(bench)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting the bench binary")?;
-    let mut stdout = child.stdout.take().context("no stdout pipe")?;
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).map(|_| s)
-    });
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            // SIGTERM first: the bench then stops its tavern, which a SIGKILLed bench could not.
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            std::thread::sleep(Duration::from_secs(5));
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("bench e2e did not finish within {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = reader.join().map_err(|_| anyhow::anyhow!("stdout reader panicked"))??;
-    ensure!(status.success(), "bench e2e failed ({status}):\n{stdout}");
-    Ok(stdout)
-}

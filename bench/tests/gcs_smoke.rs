@@ -3,13 +3,13 @@
 //! transport, fans a few chat messages out, and prints one JSON object carrying every figure.
 //! Asserts behaviour (links held, every message delivered, the fields are there), never speed.
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::Value;
+
+mod support;
+use support::{run_bench, scratch_dir};
 
 /// The whole run is bounded; it takes about fifteen seconds.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
@@ -18,12 +18,12 @@ const LISTENERS: u64 = 10;
 
 #[test]
 fn gcs_scenario_prints_every_figure_as_one_json_line() -> Result<()> {
-    let dir = scratch_dir()?;
+    let dir = scratch_dir("gcs")?;
     let out = run_bench(&[
         "gcs", "--json", "--links", &LINKS.to_string(), "--hold-seconds", "1", "--listeners", &LISTENERS.to_string(),
         "--senders", "2", "--rate", "5", "--seconds", "2", "--report-dir",
         dir.to_str().context("temp dir path is not UTF-8")?,
-    ]);
+    ], RUN_LIMIT);
     let report_files = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = out?;
@@ -62,38 +62,4 @@ fn gcs_scenario_prints_every_figure_as_one_json_line() -> Result<()> {
     Ok(())
 }
 
-/// Runs the bench binary, bounded by [`RUN_LIMIT`], and returns its stdout.
-fn run_bench(args: &[&str]) -> Result<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting the bench binary")?;
-    let mut stdout = child.stdout.take().context("no stdout pipe")?;
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).map(|_| s)
-    });
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("bench gcs did not finish within {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = reader.join().map_err(|_| anyhow::anyhow!("stdout reader panicked"))??;
-    ensure!(status.success(), "bench gcs failed ({status}):\n{stdout}");
-    Ok(stdout)
-}
 
-fn scratch_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("tavern-bench-gcs-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}

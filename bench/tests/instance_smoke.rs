@@ -4,13 +4,14 @@
 //! parameters, and prints one JSON object carrying every figure and its reference. Asserts
 //! behaviour (games played, memory read, the fields and ratios are there), never speed.
 
-use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::Value;
+
+mod support;
+use support::{run_bench, scratch_dir};
 
 /// The whole run is bounded; it takes a few seconds (more if `instance-server` must be built).
 const RUN_LIMIT: Duration = Duration::from_secs(240);
@@ -18,12 +19,12 @@ const LIVE: u64 = 2;
 
 #[test]
 fn instance_scenario_prints_every_figure_and_its_reference_as_one_json_line() -> Result<()> {
-    let dir = scratch_dir()?;
+    let dir = scratch_dir("instance")?;
     let out = run_bench(&[
         "instance", "--json", "--games", "4", "--replay-seconds", "0.2", "--reference-seconds", "0.1", "--rounds", "2",
         "--idle-matches", "20", "--live-matches", &LIVE.to_string(), "--time-limit", "60", "--report-dir",
         dir.to_str().context("temp dir path is not UTF-8")?,
-    ]);
+    ], RUN_LIMIT);
     let report_files = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = out?;
@@ -86,38 +87,4 @@ fn can_pin() -> bool {
             .is_ok_and(|s| s.success())
 }
 
-/// Runs the bench binary, bounded by [`RUN_LIMIT`], and returns its stdout.
-fn run_bench(args: &[&str]) -> Result<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting the bench binary")?;
-    let mut stdout = child.stdout.take().context("no stdout pipe")?;
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).map(|_| s)
-    });
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("bench instance did not finish within {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = reader.join().map_err(|_| anyhow::anyhow!("stdout reader panicked"))??;
-    ensure!(status.success(), "bench instance failed ({status}):\n{stdout}");
-    Ok(stdout)
-}
 
-fn scratch_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("tavern-bench-instance-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}

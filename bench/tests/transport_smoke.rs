@@ -3,13 +3,14 @@
 //! prints one JSON object carrying every figure issue 3 asks for. Asserts behaviour (echoes came
 //! back, links were held, the fields are there), never speed.
 
-use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::Value;
+
+mod support;
+use support::{run_bench, scratch_dir};
 
 /// The whole run is bounded; it takes a few seconds.
 const RUN_LIMIT: Duration = Duration::from_secs(240);
@@ -17,12 +18,12 @@ const LINKS: u64 = 20;
 
 #[test]
 fn transport_scenario_prints_every_figure_as_one_json_line() -> Result<()> {
-    let dir = scratch_dir()?;
+    let dir = scratch_dir("transport")?;
     let out = run_bench(&[
         "transport", "--json", "--seconds", "0.3", "--warmup", "0.1", "--ping-seconds", "0.2", "--clients", "2",
         "--window", "4", "--handshake-concurrency", "2", "--max-links", &LINKS.to_string(), "--report-dir",
         dir.to_str().context("temp dir path is not UTF-8")?,
-    ]);
+    ], RUN_LIMIT);
     let report_files = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = out?;
@@ -72,35 +73,6 @@ fn check_echo(json: &Value, transport: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs the bench binary, bounded by [`RUN_LIMIT`], and returns its stdout.
-fn run_bench(args: &[&str]) -> Result<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting the bench binary")?;
-    let mut stdout = child.stdout.take().context("no stdout pipe")?;
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).map(|_| s)
-    });
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("bench transport did not finish within {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = reader.join().map_err(|_| anyhow::anyhow!("stdout reader panicked"))??;
-    ensure!(status.success(), "bench transport failed ({status}):\n{stdout}");
-    Ok(stdout)
-}
 
 fn libenet_available() -> bool {
     let ok = |cmd: &str, args: &[&str]| {
@@ -109,8 +81,3 @@ fn libenet_available() -> bool {
     ok("pkg-config", &["--exists", "libenet"]) && ok("cc", &["--version"])
 }
 
-fn scratch_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("tavern-bench-transport-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
