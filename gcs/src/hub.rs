@@ -414,7 +414,8 @@ impl Hub {
     /// join token; players held elsewhere are routed to their node.
     pub fn match_found(&mut self, push: &MatchFoundPushT) -> Vec<Effect> {
         let mut out = Vec::new();
-        for player in push.players.iter().flatten() {
+        // Players without a join token are other nodes' (listed so ours know their opponents).
+        for player in push.players.iter().flatten().filter(|p| !p.join_token.is_empty()) {
             let user = Uuid::from_bytes(player.player.user_id.bytes);
             let message = ServerMessageT::push(ServerBodyT::MatchFound(Box::new(match_found(push, player))));
             if let Some(member) = self.members.get_mut(&user) {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use migrations::testing::TestDb;
 use protocol::ErrorCode;
-use protocol::tavern::{ChannelKind, PresenceState, ServerBodyT};
+use protocol::tavern::{ChannelKind, ClientBodyT, PresenceState, QueueJoinT, ServerBodyT};
 use serde_json::json;
 use token_service::{Keyring, RedisRevocations, TokenConfig, Tokens};
 use tokio_util::sync::CancellationToken;
@@ -70,7 +70,11 @@ async fn scenario(db: &TestDb, dir: &Path, redis_url: &str, prefix: &str) -> Res
     let login = start_login(db, keyring, redis_url, prefix, shutdown.clone()).await?;
     let world = World { rest: LoginRest::new(login.clone()), cert: identity.cert_sha256() };
 
+    // One matchmaker both nodes queue with (a static pool stands in for the instances: this test
+    // is about the GCS relaying match-found, not about playing).
+    let matchmaker = start_matchmaker(db, keyring_for_matchmaker(&key_file)?, shutdown.clone()).await?;
     let shared = Shared {
+        matchmaker,
         key_file,
         identity_dir,
         database_url: db.url.clone(),
@@ -104,7 +108,29 @@ async fn scenario(db: &TestDb, dir: &Path, redis_url: &str, prefix: &str) -> Res
     ensure!(list == [(ada.id, PresenceState::Online)], "bob's friends: {list:?}");
     redis.wait_for(bob.id, Some("gcs-b")).await?;
 
-    // 2. Direct messages cross nodes both ways.
+    // 2. Match-found reaches each player on their own node: Ada queues on A, Bob on B, one
+    // matchmaker forms the match, and each node hands its player their own join token; each
+    // sees the other go in queue and in match across the nodes.
+    let join = || ClientBodyT::QueueJoin(Box::new(protocol::build!(QueueJoinT { mode: "duel".into() })));
+    let queued = a.request(join()).await?;
+    ensure!(queued.body.as_queue_status().is_some(), "ada's queue join: {queued:?}");
+    let queued = b.request(join()).await?;
+    ensure!(queued.body.as_queue_status().is_some(), "bob's queue join: {queued:?}");
+    let found_a = a.push("match found", |m| m.as_match_found().map(|f| (*f).clone())).await?;
+    let found_b = b.push("match found", |m| m.as_match_found().map(|f| (*f).clone())).await?;
+    ensure!(found_a.match_id == found_b.match_id, "one match for both");
+    ensure!(found_a.join_token != found_b.join_token, "each player has their own join token");
+    let opponent = found_a.opponents.iter().flatten().map(|p| Uuid::from_bytes(p.user_id.bytes)).collect::<Vec<_>>();
+    ensure!(opponent == [bob.id], "ada's opponent: {opponent:?}");
+    let bob_in_match = a
+        .push("bob in match", |m| match m {
+            ServerBodyT::PresenceUpdate(p) if Uuid::from_bytes(p.user_id.bytes) == bob.id && p.state == PresenceState::InMatch => Some(()),
+            _ => None,
+        })
+        .await;
+    bob_in_match?;
+
+    // 3. Direct messages cross nodes both ways.
     let sent = a.say(direct(bob.id), "ada on a to bob on b").await?;
     ensure!(sent.body.as_chat_sent().is_some_and(|s| s.id > 0), "dm sent: {sent:?}");
     ensure!(b.heard("ada on a to bob on b").await? == (ada.id, ChannelKind::Direct));
@@ -112,7 +138,7 @@ async fn scenario(db: &TestDb, dir: &Path, redis_url: &str, prefix: &str) -> Res
     ensure!(sent.body.as_chat_sent().is_some_and(|s| s.id > 0), "dm sent: {sent:?}");
     ensure!(a.heard("bob on b to ada on a").await? == (bob.id, ChannelKind::Direct));
 
-    // 3. Bob logs in again on node A: node B closes his older link with SessionReplaced.
+    // 4. Bob logs in again on node A: node B closes his older link with SessionReplaced.
     let bob_again = world.rest.login("bob").await?;
     let mut b_on_a = world.link(&node_a, Kind::Ws, "bob@a", &bob_again).await?;
     b.closed_with(ErrorCode::SessionReplaced).await?;
@@ -133,7 +159,7 @@ async fn scenario(db: &TestDb, dir: &Path, redis_url: &str, prefix: &str) -> Res
         "ada was last pushed bob OFFLINE after his session moved from node b to node a (he is online on node a)"
     );
 
-    // 4. A logout closes the live link within a second, on either node: Bob's on node A
+    // 5. A logout closes the live link within a second, on either node: Bob's on node A
     // (logout), Cyd's on node B (logout-all). Both nodes hear it only through Redis.
     let took = world.revoke(&mut b_on_a, "/auth/logout", &bob_again).await?;
     println!("revocation on node a (logout): link closed {} ms after the request", took.as_millis());
@@ -155,7 +181,7 @@ async fn scenario(db: &TestDb, dir: &Path, redis_url: &str, prefix: &str) -> Res
     again.send(&support::hello(protocol::PROTOCOL_VERSION, Some(&cyd.token), None))?;
     again.refused(ErrorCode::TokenRevoked).await?;
 
-    // 5. Bob is back on node B; node B is killed (SIGKILL): his directory entry expires within
+    // 6. Bob is back on node B; node B is killed (SIGKILL): his directory entry expires within
     // the TTL without anyone cleaning up, and Ada's list then shows him offline.
     let bob_third = world.rest.login("bob").await?;
     let _b3 = world.link(&node_b, Kind::Ws, "bob@b", &bob_third).await?;
@@ -179,6 +205,7 @@ async fn scenario(db: &TestDb, dir: &Path, redis_url: &str, prefix: &str) -> Res
 
 /// Settings both nodes share.
 struct Shared {
+    matchmaker: String,
     key_file: PathBuf,
     identity_dir: PathBuf,
     database_url: String,
@@ -239,6 +266,7 @@ impl Node {
             format!("redis_prefix={}", shared.redis_prefix),
             format!("login_url={}", shared.login_url),
             format!("service_token={SERVICE_TOKEN}"),
+            format!("matchmaker_addr={}", shared.matchmaker),
             format!("directory_ttl_ms={}", TTL.as_millis()),
             // The test's clients do not send heartbeats; the links must outlive its pauses.
             "session.dead_link_timeout_ms=60000".to_owned(),
@@ -325,6 +353,32 @@ fn print_log_tail(path: &Path) {
 
 // -------------------------------------------------------------------------------------------
 // Login, in this process, on the same database and Redis
+
+/// The matchmaker in this process on a free port, with a one-instance static pool.
+async fn start_matchmaker(db: &TestDb, keyring: Keyring, shutdown: CancellationToken) -> Result<String> {
+    use matchmaker::allocation::{Allocation, InstanceAddr, StaticPool};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let config = matchmaker::MatchmakerConfig { service_token: SERVICE_TOKEN.into(), node_id: "matchmaker-test".into(), ..Default::default() };
+    let instance = Allocation {
+        instance_id: "static-1".into(),
+        address: InstanceAddr { host: "127.0.0.1".into(), udp_port: 7501, ws_url: Some("ws://127.0.0.1:7501/ws".into()) },
+    };
+    let parts = matchmaker::service::Parts {
+        db: db.db.clone(),
+        keyring,
+        allocator: std::sync::Arc::new(StaticPool::new(vec![instance])),
+        registry: prometheus::Registry::new(),
+    };
+    let running = matchmaker::service::start(config, parts, listener, shutdown).await?;
+    tokio::spawn(running.wait());
+    Ok(addr.to_string())
+}
+
+/// The matchmaker signs join tokens with the cluster's keys.
+fn keyring_for_matchmaker(key_file: &Path) -> Result<Keyring> {
+    Ok(Keyring::load_or_create(key_file)?)
+}
 
 async fn start_login(db: &TestDb, keyring: Keyring, redis_url: &str, prefix: &str, shutdown: CancellationToken) -> Result<String> {
     // Logouts are written to Redis and published there: that is how the nodes hear of them.

@@ -241,12 +241,18 @@ async fn each_node_is_told_about_its_own_players_and_parties_stay_together() {
     b.enqueue(Uuid::new_v4(), &[s2], "duo").await;
     let (fa, fb) = (a.match_found().await, b.match_found().await);
     assert_eq!(fa.match_id, fb.match_id);
+    // Each node hears of all four players (its players' opponents too) but holds the join
+    // tokens of its own players only.
+    for f in [&fa, &fb] {
+        assert_eq!(f.players.as_ref().map(Vec::len), Some(4), "every player is listed");
+    }
     let users = |f: &MatchFoundPushT| {
         let mut u: Vec<(Uuid, u8)> = f
             .players
             .clone()
             .unwrap_or_default()
             .iter()
+            .filter(|p| !p.join_token.is_empty())
             .map(|p| (Uuid::from_bytes(p.player.user_id.to_bytes()), p.team))
             .collect();
         u.sort();

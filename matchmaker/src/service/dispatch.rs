@@ -170,7 +170,20 @@ async fn deliver(shared: &Arc<Shared>, job: &MatchJob, spec: &MatchSpec, allocat
     }
     shared.metrics.delivered.with_label_values(&[job.mode_name.as_str()]).inc();
     tracing::info!(match_id = %job.match_id, instance_id = %allocation.instance_id, quality = job.quality, "match delivered");
-    for (node, players) in by_node {
+    // Every node hears of every player (its own players' opponents may be on other nodes), but
+    // only its own players' join tokens.
+    let everyone: Vec<MatchPlayerT> = by_node.values().flatten().cloned().collect();
+    for (node, mine) in by_node {
+        let players: Vec<MatchPlayerT> = everyone
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                if !mine.iter().any(|m| m.player.user_id == p.player.user_id) {
+                    p.join_token.clear();
+                }
+                p
+            })
+            .collect();
         let push = protocol::build!(MatchFoundPushT {
             match_id: UuidT::from_bytes(job.match_id.into_bytes()),
             mode: job.mode_name.clone(),

@@ -92,6 +92,8 @@ impl<'a> MatchFoundPush<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<InstanceAddress>>(MatchFoundPush::VT_INSTANCE, None).unwrap()}
   }
+  /// Every player of the match; only the receiving node's own players carry a `join_token`
+  /// (the others' is empty: they are listed as opponents).
   #[inline]
   pub fn players(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MatchPlayer<'a>>>> {
     // Safety:
