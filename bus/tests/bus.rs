@@ -2,6 +2,7 @@
 //! topics and prefixes, unsubscribing, lag reports, and (Redis only, since only Redis has a
 //! connection to lose) resubscription after the pub/sub connection is killed.
 
+#[macro_use]
 mod common;
 
 use bus::{Bus, BusEvent, Subscription};
@@ -40,27 +41,6 @@ impl Cluster {
     }
 }
 
-/// Runs each named test body once per backend.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod in_process {
-            $(
-                #[tokio::test]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(super::Cluster::in_process()).await
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(super::Cluster::redis()).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(delivers_between_nodes, isolates_topics_and_prefixes, unsubscribes_on_drop, reports_lag);
 

@@ -2,6 +2,7 @@
 //! release between nodes, batch lookups, a dead node losing its users within the TTL, clean close,
 //! and configuration errors; plus Redis-only checks of the keep-alive repairing lost keys.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -37,27 +38,6 @@ impl Cluster {
     }
 }
 
-/// Runs each named test body once per backend.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod in_process {
-            $(
-                #[tokio::test]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(super::Cluster::in_process()).await
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(super::Cluster::redis()).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     claims_and_releases_between_nodes,

@@ -46,3 +46,26 @@ pub async fn raw_connection() -> anyhow::Result<redis::aio::MultiplexedConnectio
     let client = redis::Client::open(redis_url())?;
     Ok(within("a raw redis connection", client.get_multiplexed_async_connection()).await??)
 }
+
+/// Runs each named test body once per backend: the test file defines `Cluster` with
+/// `in_process()` and `redis()` constructors, and the bodies take one.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod in_process {
+            $(
+                #[tokio::test]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(super::Cluster::in_process()).await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(super::Cluster::redis()).await
+                }
+            )*
+        }
+    };
+}
